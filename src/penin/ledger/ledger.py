@@ -1,0 +1,448 @@
+"""WORMLedger: the append-only, Merkle-tree ledger in one SQLite file.
+
+This is the API every other part writes through. Appends go through the
+group-commit writer; reads use one connection per thread; proofs and roots
+come from the stored complete subtrees in O(log n) reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from penin.ledger import merkle, store
+from penin.ledger.errors import (
+    CheckpointRefusedError,
+    KeyFileError,
+    LedgerError,
+    LedgerUnavailableError,
+    NotALedgerError,
+    RecordNotFoundError,
+    TreeSizeError,
+)
+from penin.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+from penin.ledger.record import (
+    Record,
+    canonical_payload,
+    check_event_type,
+    check_idempotency_key,
+    format_ts,
+    now_ts,
+    parse_ts,
+)
+from penin.ledger.writer import Entry, Writer
+from penin.observability.metrics import LEDGER_METRICS
+
+log = structlog.get_logger("penin.ledger")
+
+MAX_QUERY_LIMIT = 1000
+
+NewRecord = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str | None]
+
+
+@dataclass(frozen=True)
+class Proof:
+    leaf_index: int
+    tree_size: int
+    hashes: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "hashes": [h.hex() for h in self.hashes],
+        }
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    hashes: list[bytes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "hashes": [h.hex() for h in self.hashes],
+        }
+
+
+class WORMLedger:
+    """An append-only ledger at ``path``; its signing key sits beside it (.key)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, key_path: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.key_path = Path(key_path) if key_path else self.path.with_suffix(".key")
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._writer: Writer | None = None
+        self._meta: dict[str, str] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def initialize(self, origin: str | None = None) -> WORMLedger:
+        """Create the ledger and its signing key if missing; open it either way."""
+        with self._lock:
+            if not self.path.exists():
+                self._create(origin)
+        self._open()
+
+        return self
+
+    def _create(self, origin: str | None) -> None:
+        origin = origin or f"penin.local/ledger/{secrets.token_hex(4)}"
+        signer = self._load_or_create_key(origin)
+        tmp = self.path.with_name(self.path.name + ".creating")
+        tmp.unlink(missing_ok=True)
+        conn = store.connect(tmp)
+        try:
+            store.create(
+                conn, {"origin": origin, "vkey": signer.verifier.vkey, "created": now_ts()}
+            )
+        except sqlite3.DatabaseError as exc:
+            raise store.translate(exc, tmp) from None
+        finally:
+            conn.close()
+        os.replace(tmp, self.path)
+        log.info("ledger.created", path=str(self.path), origin=origin)
+
+    def _load_or_create_key(self, origin: str) -> Signer:
+        if self.key_path.exists():
+            return self.read_key()
+        try:
+            signer = Signer.generate(origin)
+        except NoteError as exc:
+            raise LedgerError(f"origin {origin!r} cannot name a key: {exc}") from None
+        try:
+            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise LedgerUnavailableError(
+                f"cannot create key file {self.key_path}: {exc.strerror}"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(signer.to_skey() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        return signer
+
+    def read_key(self) -> Signer:
+        try:
+            text = self.key_path.read_text()
+        except FileNotFoundError:
+            raise KeyFileError(
+                f"signing key {self.key_path} is missing; restore it from your backup"
+            ) from None
+        except OSError as exc:
+            raise KeyFileError(f"cannot read signing key {self.key_path}: {exc.strerror}") from None
+        try:
+            return Signer.from_skey(text)
+        except NoteError as exc:
+            raise KeyFileError(f"{self.key_path} is not a signing key: {exc}") from None
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                return
+            if not self.path.exists():
+                raise NotALedgerError(
+                    f"no ledger at {self.path}; run 'penin ledger init' first"
+                )
+            conn = store.connect(self.path)
+            try:
+                self._meta = store.read_meta(conn, self.path)
+                self._writer = Writer(self.path, conn)
+            except BaseException:
+                conn.close()
+                raise
+
+    def close(self) -> None:
+        """Flush queued appends, then release every connection."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            readers, self._readers = self._readers, []
+            self._local = threading.local()
+        if writer is not None:
+            writer.close()
+            writer.connection.close()
+        for conn in readers:
+            conn.close()
+
+    def __enter__(self) -> WORMLedger:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        self._open()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = store.connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+
+        return conn
+
+    # -- identity ----------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, str]:
+        self._open()
+        assert self._meta is not None
+        return dict(self._meta)
+
+    @property
+    def origin(self) -> str:
+        return self.meta["origin"]
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier key recorded at init (trust it only as far as the file)."""
+        return Verifier.from_vkey(self.meta["vkey"])
+
+    def signer(self) -> Signer:
+        """The signing key, checked to be the one this ledger was created with."""
+        signer = self.read_key()
+        if signer.verifier.vkey != self.meta["vkey"]:
+            raise KeyFileError(
+                f"{self.key_path} holds key {signer.verifier.vkey}, but this ledger "
+                f"was created with {self.meta['vkey']}; use the ledger's own key"
+            )
+
+        return signer
+
+    # -- appends -----------------------------------------------------------
+
+    def append_record(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Record:
+        return self.append_many([(event_type, payload, idempotency_key)])[0]
+
+    async def append_record_async(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Record:
+        entry = _entry((event_type, payload, idempotency_key))
+        future = self._submit([entry])
+        records = await asyncio.wrap_future(future)
+
+        return records[0]
+
+    def append_many(self, records: Iterable[NewRecord]) -> list[Record]:
+        """Append all or none, in one transaction, with contiguous seqs."""
+        entries = [_entry(r) for r in records]
+        if not entries:
+            return []
+
+        return self._submit(entries).result()
+
+    def _submit(self, entries: list[Entry]) -> Any:
+        self._open()
+        assert self._writer is not None
+        return self._writer.submit(entries)
+
+    # -- reads -------------------------------------------------------------
+
+    def count_records(self) -> int:
+        return store.tree_size(self._reader())
+
+    def get(self, seq: int) -> Record:
+        row = self._reader().execute(
+            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE seq = ?", (seq,)
+        ).fetchone()
+        if row is None:
+            raise RecordNotFoundError(
+                f"no record with seq {seq}; the ledger holds seq 0 to "
+                f"{self.count_records() - 1}"
+            )
+
+        return store.record_from_row(row)
+
+    def query(
+        self,
+        event_type: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Record]:
+        """Records in seq order; ``since`` inclusive, ``until`` exclusive (RFC 3339)."""
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise TreeSizeError(f"limit must be between 1 and {MAX_QUERY_LIMIT}, not {limit}")
+        clauses, params = ["1"], []
+        if event_type is not None:
+            clauses.append("event_type = ?")
+            params.append(event_type)
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(format_ts(parse_ts(since)))
+        if until is not None:
+            clauses.append("ts < ?")
+            params.append(format_ts(parse_ts(until)))
+        if after_seq is not None:
+            clauses.append("seq > ?")
+            params.append(after_seq)
+        rows = self._reader().execute(
+            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE {' AND '.join(clauses)}"
+            " ORDER BY seq LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+
+        return [store.record_from_row(r) for r in rows]
+
+    # -- tree --------------------------------------------------------------
+
+    def _check_size(self, size: int, current: int) -> None:
+        if not 0 <= size <= current:
+            raise TreeSizeError(
+                f"tree size {size} is beyond the log, which has {current} records"
+            )
+
+    def _proof_hashes(
+        self, conn: sqlite3.Connection, ranges: list[merkle.Range]
+    ) -> list[bytes]:
+        tiles = [t for r in ranges for t in merkle.complete_subtrees(*r)]
+        found = store.subtree_hashes(conn, tiles)
+        missing = set(tiles) - found.keys()
+        if missing:
+            raise LedgerError(
+                f"{self.path}: stored subtrees {sorted(missing)[:3]} are missing; "
+                "run 'penin ledger verify'"
+            )
+
+        return merkle.proof_from_subtrees(ranges, found.__getitem__)
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        conn = self._reader()
+        current = store.tree_size(conn)
+        size = current if tree_size is None else tree_size
+        self._check_size(size, current)
+        if size == 0:
+            return merkle.EMPTY_ROOT
+
+        return self._proof_hashes(conn, [(0, size)])[0]
+
+    def inclusion_proof(self, seq: int, tree_size: int | None = None) -> Proof:
+        conn = self._reader()
+        current = store.tree_size(conn)
+        size = current if tree_size is None else tree_size
+        self._check_size(size, current)
+        if not 0 <= seq < size:
+            raise TreeSizeError(
+                f"seq {seq} is not in a tree of size {size}; "
+                "ask for a larger --tree-size"
+            )
+        hashes = self._proof_hashes(conn, merkle.inclusion_ranges(seq, size))
+
+        return Proof(seq, size, hashes)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
+        conn = self._reader()
+        current = store.tree_size(conn)
+        self._check_size(new_size, current)
+        if not 0 <= old_size <= new_size:
+            raise TreeSizeError(
+                f"cannot prove size {old_size} against the smaller size {new_size}"
+            )
+        hashes = self._proof_hashes(conn, merkle.consistency_ranges(old_size, new_size))
+
+        return ConsistencyProof(old_size, new_size, hashes)
+
+    # -- checkpoints -------------------------------------------------------
+
+    def latest_checkpoint(self) -> str | None:
+        row = self._reader().execute(
+            "SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+        ).fetchone()
+
+        return None if row is None else str(row[0])
+
+    def checkpoint(self) -> str:
+        """Sign the current tree head, after proving it extends the last one."""
+        signer = self.signer()
+        conn = self._reader()
+        size = store.tree_size(conn)
+        existing = conn.execute(
+            "SELECT note FROM checkpoints WHERE tree_size = ?", (size,)
+        ).fetchone()
+        if existing is not None:
+            return str(existing[0])
+        note = self._sign_checkpoint(signer, conn, size)
+        self._insert_checkpoint(size, note)
+
+        return note
+
+    def _sign_checkpoint(self, signer: Signer, conn: sqlite3.Connection, size: int) -> str:
+        root = self.root(size)
+        latest = self.latest_checkpoint()
+        if latest is not None:
+            try:
+                previous = open_checkpoint(latest, signer.verifier)
+            except NoteError as exc:
+                raise CheckpointRefusedError(
+                    f"the newest stored checkpoint does not verify ({exc}); "
+                    "run 'penin ledger verify' before signing again"
+                ) from None
+            proof = self.consistency_proof(previous.tree_size, size)
+            if not merkle.verify_consistency(
+                previous.tree_size, size, previous.root, root, proof.hashes
+            ):
+                raise CheckpointRefusedError(
+                    f"the tree at size {size} is not consistent with the checkpoint "
+                    f"at size {previous.tree_size}; refusing to sign"
+                )
+
+        return signer.sign_note(Checkpoint(self.origin, size, root).body())
+
+    def _insert_checkpoint(self, size: int, note: str) -> None:
+        conn = store.connect(self.path)
+        try:
+            conn.execute(
+                "INSERT OR IGNORE INTO checkpoints (tree_size, root, note, ts)"
+                " VALUES (?, ?, ?, ?)",
+                (size, self.root(size), note, now_ts()),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise store.translate(exc, self.path) from None
+        finally:
+            conn.close()
+        LEDGER_METRICS.checkpoint_time.set_to_current_time()
+        log.info("ledger.checkpoint_signed", tree_size=size)
+
+
+def _entry(record: NewRecord) -> Entry:
+    event_type, payload, *rest = record
+    key = rest[0] if rest else None
+
+    return Entry(
+        check_event_type(event_type),
+        canonical_payload(payload),
+        check_idempotency_key(key),
+    )
+
+
+def open_ledger(data_dir: Path) -> WORMLedger:
+    return WORMLedger(data_dir / "ledger.db")

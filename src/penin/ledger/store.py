@@ -1,0 +1,205 @@
+"""The SQLite file behind a ledger: schema, pragmas, append-only triggers, reads.
+
+Tables: ``records`` (one row a leaf), ``nodes`` (every complete interior
+subtree, keyed so that rows sort in the order appends complete them),
+``checkpoints`` (signed notes by tree size) and ``meta`` (format, origin and
+verifier key, written once at init). Triggers abort every UPDATE and DELETE on
+all four, so no code path and no ``sqlite3`` shell can rewrite history without
+first dropping them, which verification then catches by the hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from penin.ledger.errors import LedgerUnavailableError, NotALedgerError
+from penin.ledger.merkle import Subtree
+from penin.ledger.record import Record
+
+FORMAT = "penin-ledger/1"
+_LEVEL_BITS = 6
+
+_TABLES = ("records", "nodes", "checkpoints", "meta")
+
+SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE records (
+    seq             INTEGER PRIMARY KEY,
+    ts              TEXT    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    payload         TEXT    NOT NULL,
+    term            INTEGER NOT NULL,
+    prev_hash       BLOB    NOT NULL,
+    idempotency_key TEXT    UNIQUE,
+    leaf_hash       BLOB    NOT NULL
+);
+CREATE INDEX records_ts ON records (ts);
+CREATE INDEX records_event_type ON records (event_type, seq);
+CREATE TABLE nodes (
+    id   INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL
+);
+CREATE TABLE checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    root      BLOB NOT NULL,
+    note      TEXT NOT NULL,
+    ts        TEXT NOT NULL
+);
+""" + "".join(
+    f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be updated'); END;
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be deleted'); END;
+"""
+    for table in _TABLES
+)
+
+# The seed's tuning: 10,000 pages of cache, temp tables in memory, 256 MB mmap.
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA cache_size=10000",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA mmap_size=268435456",
+    "PRAGMA busy_timeout=10000",
+)
+
+
+def node_id(last_leaf: int, level: int) -> int:
+    """Key of a complete subtree: rows then sort in the order appends close them."""
+    return (last_leaf << _LEVEL_BITS) | level
+
+
+def subtree_id(tile: Subtree) -> int:
+    first, level = tile
+    return node_id(first + (1 << level) - 1, level)
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the file with the ledger's pragmas; OperationalError is translated."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False
+        )
+        for pragma in _PRAGMAS[1:] if readonly else _PRAGMAS:
+            conn.execute(pragma)
+    except sqlite3.DatabaseError as exc:
+        raise translate(exc, path) from None
+
+    return conn
+
+
+def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """Turn SQLite's error into the ledger's, naming the file and what to do."""
+    message = str(exc)
+    if "not a database" in message or "malformed" in message:
+        return NotALedgerError(f"{path} is not a PENIN ledger ({message})")
+    if "disk is full" in message or "disk I/O" in message:
+        return LedgerUnavailableError(
+            f"{path}: {message}; nothing was written, free space and retry"
+        )
+    if "readonly" in message or "unable to open" in message:
+        return LedgerUnavailableError(
+            f"{path}: {message}; check that the data directory exists and is writable"
+        )
+
+    return LedgerUnavailableError(f"{path}: {message}")
+
+
+def create(conn: sqlite3.Connection, meta: dict[str, str]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in _statements(SCHEMA):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("format", FORMAT), *meta.items()],
+    )
+    conn.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split the schema into statements, keeping trigger bodies whole."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+
+
+def read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
+    try:
+        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if "no such table" in str(exc):
+            raise NotALedgerError(f"{path} is not a PENIN ledger (no meta table)") from None
+        raise translate(exc, path) from None
+    meta = dict(rows)
+    if meta.get("format") != FORMAT:
+        raise NotALedgerError(
+            f"{path} is not a PENIN ledger (format {meta.get('format')!r})"
+        )
+
+    return meta
+
+
+def tree_size(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(seq) FROM records").fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def subtree_hashes(conn: sqlite3.Connection, tiles: Iterable[Subtree]) -> dict[Subtree, bytes]:
+    """Hashes of complete subtrees: leaves from ``records``, the rest from ``nodes``."""
+    tiles = set(tiles)
+    leaves = [first for first, level in tiles if level == 0]
+    interior = {subtree_id(t): t for t in tiles if t[1] > 0}
+    found: dict[Subtree, bytes] = {}
+    for chunk in _chunks(leaves):
+        marks = ",".join("?" * len(chunk))
+        for seq, h in conn.execute(
+            f"SELECT seq, leaf_hash FROM records WHERE seq IN ({marks})", chunk
+        ):
+            found[(seq, 0)] = h
+    for chunk in _chunks(list(interior)):
+        marks = ",".join("?" * len(chunk))
+        for key, h in conn.execute(
+            f"SELECT id, hash FROM nodes WHERE id IN ({marks})", chunk
+        ):
+            found[interior[key]] = h
+
+    return found
+
+
+def _chunks(values: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+RECORD_COLUMNS = (
+    "seq, ts, event_type, payload, term, prev_hash, idempotency_key, leaf_hash"
+)
+
+
+def record_from_row(row: tuple[object, ...]) -> Record:
+    seq, ts, event_type, payload, term, prev, key, leaf = row
+    assert isinstance(prev, bytes) and isinstance(leaf, bytes)
+
+    return Record(
+        seq=int(str(seq)),
+        ts=str(ts),
+        event_type=str(event_type),
+        payload=json.loads(str(payload)),
+        term=int(str(term)),
+        prev_hash=prev.hex(),
+        idempotency_key=None if key is None else str(key),
+        leaf_hash=leaf.hex(),
+    )

@@ -1,0 +1,1 @@
+"""Metrics and structured logs, used by every part and using none of them."""

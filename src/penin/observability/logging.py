@@ -1,0 +1,45 @@
+"""Structured event logs: JSON lines in production, readable text on a terminal.
+
+Events are lowercase snake_case names with context as fields, written to
+stderr so that a command's own output (stdout) stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def configure(level: str | None = None, *, json: bool | None = None) -> None:
+    """Set up structlog once per process; ``PENIN_LOG_LEVEL``/``PENIN_LOG_JSON`` win."""
+    name = (os.environ.get("PENIN_LOG_LEVEL") or level or "info").lower()
+    if name not in _LEVELS:
+        raise ValueError(f"log level {name!r} is not one of {', '.join(_LEVELS)}")
+    env_json = os.environ.get("PENIN_LOG_JSON")
+    if env_json is not None:
+        json = env_json.lower() in ("1", "true", "yes")
+    elif json is None:
+        json = not sys.stderr.isatty()
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[name]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=_LEVELS[name], stream=sys.stderr, format="%(message)s")
