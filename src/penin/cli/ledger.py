@@ -70,10 +70,16 @@ def init(data_dir: Path, origin: str | None) -> None:
 @data_dir_option
 @click.option("--type", "event_type", required=True, help="Dotted lowercase name.")
 @click.option("--payload", required=True, help="A JSON object.")
-@click.option("--idempotency-key", help="Repeat-safe key: a second use appends nothing.")
+@click.option(
+    "--idempotency-key", help="Repeat-safe key: a second use appends nothing."
+)
 @json_option
 def append(
-    data_dir: Path, event_type: str, payload: str, idempotency_key: str | None, as_json: bool
+    data_dir: Path,
+    event_type: str,
+    payload: str,
+    idempotency_key: str | None,
+    as_json: bool,
 ) -> None:
     """Append one record; it is durable when this returns."""
     value = parse_payload_json(payload)
@@ -94,7 +100,9 @@ def get(data_dir: Path, seq: int, as_json: bool) -> None:
 
 @ledger.command()
 @data_dir_option
-@click.option("-n", "count", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "-n", "count", type=click.IntRange(1, 1000), default=10, show_default=True
+)
 @json_option
 def tail(data_dir: Path, count: int, as_json: bool) -> None:
     """Print the last records."""
@@ -116,7 +124,9 @@ def count(data_dir: Path, as_json: bool) -> None:
 
 @ledger.command()
 @data_dir_option
-@click.option("--vkey", help="Trusted verifier key (default: the key file beside the ledger).")
+@click.option(
+    "--vkey", help="Trusted verifier key (default: the key file beside the ledger)."
+)
 @json_option
 def verify(data_dir: Path, vkey: str | None, as_json: bool) -> None:
     """Recompute every hash, the chain, the tree and every checkpoint."""
@@ -135,7 +145,11 @@ def verify(data_dir: Path, vkey: str | None, as_json: bool) -> None:
                 f"{report.checkpoints_checked} checkpoints verified"
             )
         else:
-            where = "" if report.first_bad_seq is None else f" at seq {report.first_bad_seq}"
+            where = (
+                ""
+                if report.first_bad_seq is None
+                else f" at seq {report.first_bad_seq}"
+            )
             click.echo(f"FAILED{where}: {report.reason}")
     sys.exit(0 if report.ok else 1)
 
@@ -153,10 +167,12 @@ def _trusted_verifier(led: WORMLedger, vkey: str | None) -> Verifier | None:
     return None
 
 
-def _verify_with_progress(path: Path, trusted: Verifier | None, show: bool) -> VerifyReport:
+def _verify_with_progress(
+    path: Path, trusted: Verifier | None, show: bool
+) -> VerifyReport:
     if not (show and sys.stderr.isatty()):
         return verify_file(path, trusted)
-    from rich.progress import Progress
+    from rich.progress import Progress  # noqa: PLC0415  (only a terminal needs it)
 
     with Progress(transient=True) as bar:
         task = bar.add_task("verifying", total=None)
@@ -207,7 +223,9 @@ def prove(data_dir: Path, seq: int, tree_size: int | None, as_json: bool) -> Non
 @click.option("--from", "old_size", type=int, required=True)
 @click.option("--to", "new_size", type=int, required=True)
 @json_option
-def prove_consistency(data_dir: Path, old_size: int, new_size: int, as_json: bool) -> None:
+def prove_consistency(
+    data_dir: Path, old_size: int, new_size: int, as_json: bool
+) -> None:
     """Print the RFC 9162 consistency proof between two tree sizes."""
     with _open(data_dir) as led:
         proof = led.consistency_proof(old_size, new_size)
@@ -245,7 +263,9 @@ def leaf_hash_of_record(record: dict[str, Any]) -> bytes:
 
 
 @ledger.command("verify-proof")
-@click.option("--proof", "proof_path", required=True, help="Proof JSON file ('-' = stdin).")
+@click.option(
+    "--proof", "proof_path", required=True, help="Proof JSON file ('-' = stdin)."
+)
 @click.option("--record", "record_path", help="Record JSON (from 'get --json').")
 @click.option("--leaf-hash", help="Leaf hash, hex (instead of --record).")
 @click.option("--root", help="Root hash, hex.")
@@ -269,7 +289,9 @@ def verify_proof(
         raise InvalidRecordError("proof JSON has no 'hashes' list") from None
     new_root, size = _trusted_root(root, checkpoint_path, vkey)
     if old_root is not None:
-        ok = _check_consistency(proof, hashes, _hex_hash(old_root, "--old-root"), new_root, size)
+        ok = _check_consistency(
+            proof, hashes, _hex_hash(old_root, "--old-root"), new_root, size
+        )
     else:
         ok = _check_inclusion(proof, hashes, record_path, leaf_hash, new_root, size)
     click.echo("ok: proof verifies" if ok else "FAILED: proof does not verify")
@@ -289,7 +311,9 @@ def _trusted_root(
         note = Path(checkpoint_path).read_text()
         signed = open_checkpoint(note, Verifier.from_vkey(vkey))
     except OSError as exc:
-        raise InvalidRecordError(f"checkpoint {checkpoint_path}: {exc.strerror}") from None
+        raise InvalidRecordError(
+            f"checkpoint {checkpoint_path}: {exc.strerror}"
+        ) from None
     except NoteError as exc:
         raise VerificationFailedError(f"checkpoint does not verify: {exc}") from None
 
@@ -323,7 +347,11 @@ def _check_inclusion(
 
 
 def _check_consistency(
-    proof: dict[str, Any], hashes: list[bytes], old_root: bytes, new_root: bytes, size: int | None
+    proof: dict[str, Any],
+    hashes: list[bytes],
+    old_root: bytes,
+    new_root: bytes,
+    size: int | None,
 ) -> bool:
     old_size, new_size = int(proof.get("old_size", -1)), int(proof.get("new_size", -1))
     if size is not None and size != new_size:
@@ -334,10 +362,14 @@ def _check_consistency(
 
 @ledger.command("backup")
 @data_dir_option
-@click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--to", "dest", type=click.Path(file_okay=False, path_type=Path), required=True
+)
 @click.option("--keep-days", type=click.FloatRange(min=0), help="Delete older backups.")
 @json_option
-def backup_cmd(data_dir: Path, dest: Path, keep_days: float | None, as_json: bool) -> None:
+def backup_cmd(
+    data_dir: Path, dest: Path, keep_days: float | None, as_json: bool
+) -> None:
     """Copy the ledger online with a signed manifest; optionally prune old ones."""
     with _open(data_dir) as led:
         manifest = backups.backup(led, dest)
@@ -352,7 +384,9 @@ def backup_cmd(data_dir: Path, dest: Path, keep_days: float | None, as_json: boo
 
 @ledger.command("restore")
 @data_dir_option
-@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--from", "source", type=click.Path(dir_okay=False, path_type=Path), required=True
+)
 @click.option("--force", is_flag=True, help="Replace an existing ledger (kept aside).")
 def restore_cmd(data_dir: Path, source: Path, force: bool) -> None:
     """Verify a backup completely, then make it the ledger."""

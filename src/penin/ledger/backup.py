@@ -88,7 +88,7 @@ def backup(ledger: WORMLedger, dest_dir: Path) -> Manifest:
         source.close()
     note = _sign_copy(ledger, partial, size, signer)
     _fsync(partial)
-    os.replace(partial, target)
+    partial.replace(target)
     root = open_checkpoint(note, signer.verifier).root
     manifest = Manifest(
         file=target.name,
@@ -144,19 +144,29 @@ def check_backup(backup_file: Path, trusted: Verifier) -> Manifest:
             f"{trusted.vkey}; refusing a foreign backup"
         )
     if _sha256(backup_file) != manifest.sha256:
-        raise BackupRejectedError(f"{backup_file} does not match its manifest's SHA-256")
+        raise BackupRejectedError(
+            f"{backup_file} does not match its manifest's SHA-256"
+        )
     try:
         signed = open_checkpoint(manifest.checkpoint, trusted)
     except NoteError as exc:
-        raise BackupRejectedError(f"manifest checkpoint does not verify: {exc}") from None
-    if signed != Checkpoint(signed.origin, manifest.tree_size, bytes.fromhex(manifest.root)):
-        raise BackupRejectedError("manifest tree size or root differ from its checkpoint")
+        raise BackupRejectedError(
+            f"manifest checkpoint does not verify: {exc}"
+        ) from None
+    if signed != Checkpoint(
+        signed.origin, manifest.tree_size, bytes.fromhex(manifest.root)
+    ):
+        raise BackupRejectedError(
+            "manifest tree size or root differ from its checkpoint"
+        )
     try:
         report = verify_file(backup_file, trusted)
     except LedgerError as exc:
         raise BackupRejectedError(f"{backup_file}: {exc}") from None
     if not report.ok:
-        where = "" if report.first_bad_seq is None else f" at seq {report.first_bad_seq}"
+        where = (
+            "" if report.first_bad_seq is None else f" at seq {report.first_bad_seq}"
+        )
         raise BackupRejectedError(f"backup fails verification{where}: {report.reason}")
     if report.tree_size != manifest.tree_size:
         raise BackupRejectedError(
@@ -185,11 +195,11 @@ def restore(ledger: WORMLedger, backup_file: Path, *, force: bool = False) -> Ma
             f"{ledger.path.name}.replaced-{datetime.now(UTC).strftime(_STAMP)}"
         )
         _fold_wal(ledger.path, keep_wal_mode=True)
-        os.replace(ledger.path, aside)
+        ledger.path.replace(aside)
         log.warning("ledger.replaced", kept_as=str(aside))
     for suffix in ("-wal", "-shm"):
         Path(f"{ledger.path}{suffix}").unlink(missing_ok=True)
-    os.replace(staging, ledger.path)
+    staging.replace(ledger.path)
     log.info("ledger.restored", source=str(backup_file), tree_size=manifest.tree_size)
 
     return manifest

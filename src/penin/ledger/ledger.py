@@ -12,7 +12,8 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,10 @@ class WORMLedger:
     """An append-only ledger at ``path``; its signing key sits beside it (.key)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, key_path: str | os.PathLike[str] | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.key_path = Path(key_path) if key_path else self.path.with_suffix(".key")
@@ -110,13 +114,14 @@ class WORMLedger:
         conn = store.connect(tmp)
         try:
             store.create(
-                conn, {"origin": origin, "vkey": signer.verifier.vkey, "created": now_ts()}
+                conn,
+                {"origin": origin, "vkey": signer.verifier.vkey, "created": now_ts()},
             )
         except sqlite3.DatabaseError as exc:
             raise store.translate(exc, tmp) from None
         finally:
             conn.close()
-        os.replace(tmp, self.path)
+        tmp.replace(self.path)
         log.info("ledger.created", path=str(self.path), origin=origin)
 
     def _load_or_create_key(self, origin: str) -> Signer:
@@ -147,7 +152,9 @@ class WORMLedger:
                 f"signing key {self.key_path} is missing; restore it from your backup"
             ) from None
         except OSError as exc:
-            raise KeyFileError(f"cannot read signing key {self.key_path}: {exc.strerror}") from None
+            raise KeyFileError(
+                f"cannot read signing key {self.key_path}: {exc.strerror}"
+            ) from None
         try:
             return Signer.from_skey(text)
         except NoteError as exc:
@@ -259,7 +266,7 @@ class WORMLedger:
 
         return self._submit(entries).result()
 
-    def _submit(self, entries: list[Entry]) -> Any:
+    def _submit(self, entries: list[Entry]) -> Future[list[Record]]:
         self._open()
         assert self._writer is not None
         return self._writer.submit(entries)
@@ -270,9 +277,13 @@ class WORMLedger:
         return store.tree_size(self._reader())
 
     def get(self, seq: int) -> Record:
-        row = self._reader().execute(
-            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE seq = ?", (seq,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {store.RECORD_COLUMNS} FROM records WHERE seq = ?", (seq,)
+            )
+            .fetchone()
+        )
         if row is None:
             raise RecordNotFoundError(
                 f"no record with seq {seq}; the ledger holds seq 0 to "
@@ -291,8 +302,11 @@ class WORMLedger:
     ) -> list[Record]:
         """Records in seq order; ``since`` inclusive, ``until`` exclusive (RFC 3339)."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
-            raise TreeSizeError(f"limit must be between 1 and {MAX_QUERY_LIMIT}, not {limit}")
-        clauses, params = ["1"], []
+            raise TreeSizeError(
+                f"limit must be between 1 and {MAX_QUERY_LIMIT}, not {limit}"
+            )
+        clauses: list[str] = ["1"]
+        params: list[str | int] = []
         if event_type is not None:
             clauses.append("event_type = ?")
             params.append(event_type)
@@ -305,11 +319,9 @@ class WORMLedger:
         if after_seq is not None:
             clauses.append("seq > ?")
             params.append(after_seq)
-        rows = self._reader().execute(
-            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE {' AND '.join(clauses)}"
-            " ORDER BY seq LIMIT ?",
-            (*params, limit),
-        ).fetchall()
+        where = " AND ".join(clauses)
+        sql = f"SELECT {store.RECORD_COLUMNS} FROM records WHERE {where}"
+        rows = self._reader().execute(f"{sql} ORDER BY seq LIMIT ?", (*params, limit))
 
         return [store.record_from_row(r) for r in rows]
 
@@ -374,9 +386,11 @@ class WORMLedger:
     # -- checkpoints -------------------------------------------------------
 
     def latest_checkpoint(self) -> str | None:
-        row = self._reader().execute(
-            "SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+            .fetchone()
+        )
 
         return None if row is None else str(row[0])
 
@@ -395,7 +409,9 @@ class WORMLedger:
 
         return note
 
-    def _sign_checkpoint(self, signer: Signer, conn: sqlite3.Connection, size: int) -> str:
+    def _sign_checkpoint(
+        self, signer: Signer, conn: sqlite3.Connection, size: int
+    ) -> str:
         root = self.root(size)
         latest = self.latest_checkpoint()
         if latest is not None:

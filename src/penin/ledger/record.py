@@ -140,7 +140,11 @@ def record_bytes(
     Python's JSON string escaping with ``ensure_ascii=False`` is the one RFC
     8785 §3.2.2.2 prescribes, which a property test checks against rfc8785.
     """
-    key = "null" if idempotency_key is None else json.dumps(idempotency_key, ensure_ascii=False)
+    key = (
+        "null"
+        if idempotency_key is None
+        else json.dumps(idempotency_key, ensure_ascii=False)
+    )
     text = (
         f'{{"event_type":"{event_type}","idempotency_key":{key},'
         f'"payload":{payload_json},"prev_hash":"{prev_hash.hex()}",'

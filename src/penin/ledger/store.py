@@ -141,7 +141,9 @@ def read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
         rows = conn.execute("SELECT key, value FROM meta").fetchall()
     except sqlite3.DatabaseError as exc:
         if "no such table" in str(exc):
-            raise NotALedgerError(f"{path} is not a PENIN ledger (no meta table)") from None
+            raise NotALedgerError(
+                f"{path} is not a PENIN ledger (no meta table)"
+            ) from None
         raise translate(exc, path) from None
     meta = dict(rows)
     if meta.get("format") != FORMAT:
@@ -157,7 +159,9 @@ def tree_size(conn: sqlite3.Connection) -> int:
     return 0 if row[0] is None else int(row[0]) + 1
 
 
-def subtree_hashes(conn: sqlite3.Connection, tiles: Iterable[Subtree]) -> dict[Subtree, bytes]:
+def subtree_hashes(
+    conn: sqlite3.Connection, tiles: Iterable[Subtree]
+) -> dict[Subtree, bytes]:
     """Hashes of complete subtrees: leaves from ``records``, the rest from ``nodes``."""
     tiles = set(tiles)
     leaves = [first for first, level in tiles if level == 0]
@@ -191,7 +195,8 @@ RECORD_COLUMNS = (
 
 def record_from_row(row: tuple[object, ...]) -> Record:
     seq, ts, event_type, payload, term, prev, key, leaf = row
-    assert isinstance(prev, bytes) and isinstance(leaf, bytes)
+    if not isinstance(prev, bytes) or not isinstance(leaf, bytes):
+        raise NotALedgerError(f"record {seq} stores its hashes in the wrong type")
 
     return Record(
         seq=int(str(seq)),

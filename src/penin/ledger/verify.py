@@ -39,7 +39,7 @@ class VerifyReport:
         return asdict(self)
 
 
-class _Mismatch(Exception):
+class _MismatchError(Exception):
     def __init__(self, seq: int | None, reason: str) -> None:
         super().__init__(reason)
         self.seq = seq
@@ -87,8 +87,8 @@ def _verify(
         size = store.tree_size(conn)
         report = VerifyReport(True, 0, size, warnings=warnings)
         try:
-            _walk(conn, size, meta["origin"], verifier, report, progress)
-        except _Mismatch as bad:
+            _walk(conn, meta["origin"], verifier, report, progress)
+        except _MismatchError as bad:
             report.ok = False
             report.first_bad_seq = bad.seq
             report.reason = bad.reason
@@ -104,58 +104,86 @@ def _rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
         yield from batch
 
 
+class _Walk:
+    """One pass over records, nodes and checkpoints, all in seq order."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, origin: str, verifier: Verifier
+    ) -> None:
+        self.nodes = _rows(conn, "SELECT id, hash FROM nodes ORDER BY id")
+        self.checkpoints = _rows(
+            conn, "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size"
+        )
+        self.pending = next(self.checkpoints, None)
+        self.origin = origin
+        self.verifier = verifier
+        self.frontier = Frontier()
+        self.prev = ZERO_HASH
+        self.checkpoints_checked = 0
+
+    def record(self, row: tuple[Any, ...]) -> None:
+        seq, ts, event_type, payload, term, prev_hash, key, leaf = row
+        if seq != self.frontier.size:
+            raise _MismatchError(
+                self.frontier.size, f"record {self.frontier.size} is missing"
+            )
+        if prev_hash != self.prev:
+            raise _MismatchError(seq, "prev_hash does not match the previous leaf hash")
+        computed = record_leaf_hash(seq, ts, event_type, payload, term, prev_hash, key)
+        if computed != leaf:
+            raise _MismatchError(seq, "leaf hash does not match the record's contents")
+        for level, h in self.frontier.append(leaf):
+            self.node(seq, level, h)
+        self.prev = leaf
+
+    def node(self, seq: int, level: int, expected: bytes) -> None:
+        row = next(self.nodes, None)
+        if row is None or row[0] != store.node_id(seq, level):
+            raise _MismatchError(seq, f"stored subtree at level {level} is missing")
+        if row[1] != expected:
+            raise _MismatchError(
+                seq, f"stored subtree at level {level} has the wrong hash"
+            )
+
+    def checkpoints_at_current_size(self) -> None:
+        while self.pending is not None and self.pending[0] == self.frontier.size:
+            _check_checkpoint(self.pending, self.frontier, self.origin, self.verifier)
+            self.checkpoints_checked += 1
+            self.pending = next(self.checkpoints, None)
+
+    def finish(self) -> None:
+        if next(self.nodes, None) is not None:
+            raise _MismatchError(
+                None, "the nodes table holds subtrees no record completes"
+            )
+        if self.pending is not None:
+            raise _MismatchError(
+                None, f"checkpoint at size {self.pending[0]} is beyond the log"
+            )
+
+
 def _walk(
     conn: sqlite3.Connection,
-    size: int,
     origin: str,
     verifier: Verifier,
     report: VerifyReport,
     progress: Progress | None,
 ) -> None:
+    walk = _Walk(conn, origin, verifier)
     records = _rows(conn, f"SELECT {store.RECORD_COLUMNS} FROM records ORDER BY seq")
-    nodes = _rows(conn, "SELECT id, hash FROM nodes ORDER BY id")
-    checkpoints = _rows(
-        conn, "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size"
-    )
-    next_checkpoint = next(checkpoints, None)
-    frontier = Frontier()
-    prev = ZERO_HASH
-    expected_seq = 0
-    while next_checkpoint is not None and next_checkpoint[0] == 0:
-        _check_checkpoint(next_checkpoint, frontier, origin, verifier)
-        report.checkpoints_checked += 1
-        next_checkpoint = next(checkpoints, None)
-    for seq, ts, event_type, payload, term, prev_hash, key, leaf in records:
-        if seq != expected_seq:
-            raise _Mismatch(expected_seq, f"record {expected_seq} is missing")
-        if prev_hash != prev:
-            raise _Mismatch(seq, "prev_hash does not match the previous leaf hash")
-        computed = record_leaf_hash(seq, ts, event_type, payload, term, prev_hash, key)
-        if computed != leaf:
-            raise _Mismatch(seq, "leaf hash does not match the record's contents")
-        for level, h in frontier.append(leaf):
-            row = next(nodes, None)
-            if row is None or row[0] != store.node_id(seq, level):
-                raise _Mismatch(seq, f"stored subtree at level {level} is missing")
-            if row[1] != h:
-                raise _Mismatch(seq, f"stored subtree at level {level} has the wrong hash")
-        prev = leaf
-        expected_seq += 1
-        while next_checkpoint is not None and next_checkpoint[0] == expected_seq:
-            _check_checkpoint(next_checkpoint, frontier, origin, verifier)
-            report.checkpoints_checked += 1
-            next_checkpoint = next(checkpoints, None)
-        if progress is not None and expected_seq % _BATCH == 0:
-            progress(expected_seq, size)
-    report.records_checked = expected_seq
+    try:
+        walk.checkpoints_at_current_size()
+        for row in records:
+            walk.record(row)
+            walk.checkpoints_at_current_size()
+            if progress is not None and walk.frontier.size % _BATCH == 0:
+                progress(walk.frontier.size, report.tree_size)
+        walk.finish()
+    finally:
+        report.records_checked = walk.frontier.size
+        report.checkpoints_checked = walk.checkpoints_checked
     if progress is not None:
-        progress(expected_seq, size)
-    if next(nodes, None) is not None:
-        raise _Mismatch(None, "the nodes table holds subtrees no record completes")
-    if next_checkpoint is not None:
-        raise _Mismatch(
-            None, f"checkpoint at size {next_checkpoint[0]} is beyond the log"
-        )
+        progress(walk.frontier.size, report.tree_size)
 
 
 def _check_checkpoint(
@@ -166,12 +194,14 @@ def _check_checkpoint(
     try:
         checkpoint = open_checkpoint(note, verifier)
     except NoteError as exc:
-        raise _Mismatch(where, f"checkpoint at size {tree_size}: {exc}") from None
+        raise _MismatchError(where, f"checkpoint at size {tree_size}: {exc}") from None
     if checkpoint.origin != origin or checkpoint.tree_size != tree_size:
-        raise _Mismatch(where, f"checkpoint at size {tree_size} names another log")
+        raise _MismatchError(where, f"checkpoint at size {tree_size} names another log")
     actual = frontier.root()
     if checkpoint.root != actual or root != actual:
-        raise _Mismatch(where, f"root at size {tree_size} differs from its checkpoint")
+        raise _MismatchError(
+            where, f"root at size {tree_size} differs from its checkpoint"
+        )
 
 
 def require_ledger(path: Path) -> None:

@@ -9,6 +9,7 @@ in-memory tree edge, and fails every future of that batch: nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -144,10 +145,8 @@ class Writer:
             request.future.set_result(records)
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.DatabaseError):
             self._conn.execute("ROLLBACK")
-        except sqlite3.DatabaseError:
-            pass
 
     def _write(self, batch: list[_Request]) -> list[list[Record]]:
         ts = max(now_ts(), self._last_ts)
@@ -212,7 +211,8 @@ class Writer:
 
     def _find_idempotent(self, key: str) -> Record | None:
         row = self._conn.execute(
-            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE idempotency_key = ?", (key,)
+            f"SELECT {store.RECORD_COLUMNS} FROM records WHERE idempotency_key = ?",
+            (key,),
         ).fetchone()
 
         return None if row is None else store.record_from_row(row)
