@@ -18,15 +18,17 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from penin.ledger import store
 from penin.ledger.errors import BackupError, BackupRejectedError, LedgerError
-from penin.ledger.ledger import WORMLedger
 from penin.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from penin.ledger.verify import verify_file
+
+if TYPE_CHECKING:
+    from penin.ledger.ledger import WORMLedger
 
 log = structlog.get_logger("penin.ledger")
 
@@ -109,7 +111,7 @@ def backup(ledger: WORMLedger, dest_dir: Path) -> Manifest:
 
 def _sign_copy(ledger: WORMLedger, copy_path: Path, size: int, signer: Any) -> str:
     """Sign the copy's exact size (a prefix of the live log) into the copy."""
-    copy = WORMLedger(copy_path, key_path=ledger.key_path)
+    copy = type(ledger)(copy_path, key_path=ledger.key_path)
     try:
         copy.initialize()
         if copy.count_records() != size:

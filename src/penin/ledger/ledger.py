@@ -20,7 +20,9 @@ from typing import Any
 
 import structlog
 
+from penin.ledger import backup as backups
 from penin.ledger import merkle, store
+from penin.ledger.backup import Manifest
 from penin.ledger.errors import (
     CheckpointRefusedError,
     KeyFileError,
@@ -40,6 +42,7 @@ from penin.ledger.record import (
     now_ts,
     parse_ts,
 )
+from penin.ledger.verify import Progress, VerifyReport, verify_file
 from penin.ledger.writer import Entry, Writer
 from penin.observability.metrics import LEDGER_METRICS
 
@@ -447,6 +450,24 @@ class WORMLedger:
             conn.close()
         LEDGER_METRICS.checkpoint_time.set_to_current_time()
         log.info("ledger.checkpoint_signed", tree_size=size)
+
+    # -- verification and backups -------------------------------------------
+
+    def verify_integrity(
+        self, verifier: Verifier | None = None, progress: Progress | None = None
+    ) -> VerifyReport:
+        """Verify the whole file; by default against the key file beside it."""
+        if verifier is None and self.key_path.exists():
+            verifier = self.read_key().verifier
+        self._open()
+
+        return verify_file(self.path, verifier, progress)
+
+    def backup(self, dest_dir: str | os.PathLike[str]) -> Manifest:
+        return backups.backup(self, Path(dest_dir))
+
+    def restore(self, src: str | os.PathLike[str], *, force: bool = False) -> Manifest:
+        return backups.restore(self, Path(src), force=force)
 
 
 def _entry(record: NewRecord) -> Entry:

@@ -109,7 +109,7 @@ class Signer:
 
     @classmethod
     def from_skey(cls, text: str) -> Signer:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("not a signer key (PRIVATE+KEY+name+id+key)")
         raw = _b64decode(parts[4], "signer key")
