@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	@sh scripts/demo-ledger.sh $(PENIN) $(DATA)
+	@sh scripts/run-node.sh $(PENIN) $(DATA)
 
 system-deps:
 	@sh scripts/install-system-deps.sh

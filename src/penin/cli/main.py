@@ -12,7 +12,9 @@ from typing import Any
 import click
 
 from penin import __version__
+from penin.cli.keys import keys
 from penin.cli.ledger import ledger
+from penin.cli.serve import serve
 from penin.ledger.errors import LedgerError
 from penin.observability.logging import configure
 
@@ -43,3 +45,5 @@ def cli() -> None:
 
 
 cli.add_command(ledger)
+cli.add_command(keys)
+cli.add_command(serve)

@@ -12,6 +12,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -179,6 +180,19 @@ class WORMLedger:
                 conn.close()
                 raise
 
+    @property
+    def accepts_writes(self) -> bool:
+        """Open, with its writer thread running."""
+        writer = self._writer
+        return writer is not None and writer.alive
+
+    def find_idempotent(self, key: str) -> Record | None:
+        """The record an idempotency key already names, if any."""
+        sql = f"SELECT {store.RECORD_COLUMNS} FROM records WHERE idempotency_key = ?"
+        row = self._reader().execute(sql, (key,)).fetchone()
+
+        return None if row is None else store.record_from_row(row)
+
     def close(self) -> None:
         """Flush queued appends, then release every connection."""
         with self._lock:
@@ -273,6 +287,26 @@ class WORMLedger:
         self._open()
         assert self._writer is not None
         return self._writer.submit(entries)
+
+    def probe(self, timeout: float = 5.0) -> float:
+        """Write a nonce through the writer and read it back; seconds taken.
+
+        Raises LedgerError when the file cannot be written or read, or the
+        value read back is not the one written.
+        """
+        nonce = secrets.token_hex(8)
+        started = time.perf_counter()
+        self._open()
+        assert self._writer is not None
+        self._writer.submit([], probe_nonce=nonce).result(timeout)
+        row = self._reader().execute("SELECT nonce FROM probe").fetchone()
+        if row is None or row[0] != nonce:
+            raise LedgerError(f"{self.path}: the health probe read back another value")
+
+        return time.perf_counter() - started
+
+    async def probe_async(self) -> float:
+        return await asyncio.get_running_loop().run_in_executor(None, self.probe)
 
     # -- reads -------------------------------------------------------------
 
@@ -389,13 +423,15 @@ class WORMLedger:
     # -- checkpoints -------------------------------------------------------
 
     def latest_checkpoint(self) -> str | None:
-        row = (
-            self._reader()
-            .execute("SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
-            .fetchone()
-        )
+        entry = self.latest_checkpoint_entry()
+        return None if entry is None else entry[0]
 
-        return None if row is None else str(row[0])
+    def latest_checkpoint_entry(self) -> tuple[str, str] | None:
+        """The newest signed note and the time it was signed (RFC 3339)."""
+        sql = "SELECT note, ts FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+        row = self._reader().execute(sql).fetchone()
+
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def checkpoint(self) -> str:
         """Sign the current tree head, after proving it extends the last one."""

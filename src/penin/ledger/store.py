@@ -6,6 +6,10 @@ subtree, keyed so that rows sort in the order appends complete them),
 verifier key, written once at init). Triggers abort every UPDATE and DELETE on
 all four, so no code path and no ``sqlite3`` shell can rewrite history without
 first dropping them, which verification then catches by the hashes.
+
+``probe`` is the one table outside the ledger: a single row that the health
+check rewrites and reads back, proving the file takes writes without adding
+records to the log.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ CREATE TABLE checkpoints (
     root      BLOB NOT NULL,
     note      TEXT NOT NULL,
     ts        TEXT NOT NULL
+);
+CREATE TABLE probe (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    nonce TEXT NOT NULL,
+    ts    TEXT NOT NULL
 );
 """ + "".join(
     f"""

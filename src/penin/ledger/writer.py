@@ -44,6 +44,7 @@ class Entry:
 @dataclass
 class _Request:
     entries: Sequence[Entry]
+    probe_nonce: str | None = None
     future: Future[list[Record]] = field(default_factory=Future)
 
 
@@ -66,11 +67,18 @@ class Writer:
         return self._conn
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closing
+
+    @property
     def size(self) -> int:
         return self._frontier.size
 
-    def submit(self, entries: Sequence[Entry]) -> Future[list[Record]]:
-        request = _Request(entries)
+    def submit(
+        self, entries: Sequence[Entry], probe_nonce: str | None = None
+    ) -> Future[list[Record]]:
+        """Queue entries (or a health probe write) for the next transaction."""
+        request = _Request(entries, probe_nonce)
         with self._wake:
             if self._closing:
                 raise LedgerError("the ledger is closed; open it again to append")
@@ -128,7 +136,12 @@ class Writer:
         saved = (self._frontier.copy(), self._last_leaf, self._last_ts)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            results = self._write(batch)
+            if store.tree_size(self._conn) != self._frontier.size:
+                # Another process appended since our last batch (the CLI while
+                # the node runs): BEGIN IMMEDIATE holds the write lock, so the
+                # tip read now is the one this batch extends.
+                self._frontier, self._last_leaf, self._last_ts = self._load_tip()
+            results, appended = self._write(batch)
             self._conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
@@ -140,7 +153,7 @@ class Writer:
             for request in batch:
                 request.future.set_exception(error)
             return
-        LEDGER_METRICS.observe_batch(sum(len(r.entries) for r in batch))
+        LEDGER_METRICS.observe_batch(appended)
         for request, records in zip(batch, results, strict=True):
             request.future.set_result(records)
 
@@ -148,13 +161,18 @@ class Writer:
         with contextlib.suppress(sqlite3.DatabaseError):
             self._conn.execute("ROLLBACK")
 
-    def _write(self, batch: list[_Request]) -> list[list[Record]]:
+    def _write(self, batch: list[_Request]) -> tuple[list[list[Record]], int]:
         ts = max(now_ts(), self._last_ts)
         seen: dict[str, Record] = {}
         rows: list[tuple[object, ...]] = []
         nodes: list[tuple[int, bytes]] = []
         results: list[list[Record]] = []
         for request in batch:
+            if request.probe_nonce is not None:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO probe (id, nonce, ts) VALUES (1, ?, ?)",
+                    (request.probe_nonce, ts),
+                )
             records = []
             for entry in request.entries:
                 key = entry.idempotency_key
@@ -177,7 +195,7 @@ class Writer:
         self._conn.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
         self._last_ts = ts
 
-        return results
+        return results, len(rows)
 
     def _next_record(
         self,

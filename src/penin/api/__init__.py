@@ -1,0 +1,1 @@
+"""The HTTP node: FastAPI routes, problem documents, auth and request logging."""

@@ -1,0 +1,147 @@
+"""Health, role and metrics endpoints, following the Patroni convention.
+
+``/health`` keeps the deployment guide's contract — ``status`` and four
+boolean ``checks`` — and adds ``details`` saying what each check measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from penin.api.auth import require
+from penin.api.node import Node
+from penin.keys import Scope
+from penin.ledger.errors import LedgerError
+from penin.observability.metrics import NODE_METRICS, render
+
+router = APIRouter()
+
+_PROBE_REUSE_S = 1.0
+_PROBE_TIMEOUT_S = 2.0
+
+
+async def _open_or_read_key(request: Request) -> None:
+    node: Node = request.app.state.node
+    if not node.settings.server.open_health:
+        await require(Scope.READ)(request)
+
+
+async def _metrics_gate(request: Request) -> None:
+    node: Node = request.app.state.node
+    if not node.settings.server.open_metrics:
+        await require(Scope.READ)(request)
+
+
+class HealthChecks:
+    """Runs the checks; one worm probe serves every caller within a second."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._lock = asyncio.Lock()
+        self._probe: tuple[float, bool, dict[str, Any]] | None = None
+
+    async def worm(self) -> tuple[bool, dict[str, Any]]:
+        async with self._lock:
+            if self._probe and time.monotonic() - self._probe[0] < _PROBE_REUSE_S:
+                return self._probe[1], self._probe[2]
+            try:
+                seconds = await asyncio.wait_for(
+                    self.node.ledger.probe_async(), _PROBE_TIMEOUT_S
+                )
+                detail: dict[str, Any] = {"write_read_ms": round(seconds * 1000, 3)}
+                result = (True, detail)
+            except (LedgerError, TimeoutError) as exc:
+                result = (False, {"error": str(exc) or type(exc).__name__})
+            self._probe = (time.monotonic(), *result)
+
+            return result
+
+    def core(self) -> tuple[bool, dict[str, Any]]:
+        node = self.node
+        ok = not node.stopping and node.ledger.accepts_writes
+        return ok, {
+            "stopping": node.stopping,
+            "writer_running": node.ledger.accepts_writes,
+        }
+
+    def router(self) -> tuple[bool, dict[str, Any]]:
+        # No router is configured in this version: the check covers every
+        # configured provider, and there are none, so it passes vacuously and
+        # says so in its details.
+        providers: list[bool] = []
+        return all(providers), {"providers": len(providers)}
+
+    def observability(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            size = len(render())
+        except Exception as exc:  # a failed render is the finding itself
+            return False, {"error": type(exc).__name__}
+
+        return size > 0, {"metrics_bytes": size}
+
+
+@router.get("/health", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+async def health(request: Request) -> JSONResponse:
+    """Overall status and per-component checks: 200 when all pass, else 503."""
+    checks: HealthChecks = request.app.state.health
+    results = {
+        "core": checks.core(),
+        "worm": await checks.worm(),
+        "router": checks.router(),
+        "observability": checks.observability(),
+    }
+    for name, (ok, _) in results.items():
+        NODE_METRICS.health_check.labels(name).set(1 if ok else 0)
+    healthy = all(ok for ok, _ in results.values())
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "checks": {name: ok for name, (ok, _) in results.items()},
+        "details": {name: detail for name, (_, detail) in results.items()},
+    }
+
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/livez", tags=["health"])
+async def livez() -> dict[str, str]:
+    """200 while the process answers at all."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the node can serve requests, 503 while starting or stopping."""
+    ok, detail = request.app.state.health.core()
+    return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
+
+
+def _role(node: Node) -> dict[str, Any]:
+    return {
+        "role": "primary",
+        "accepts_writes": node.ledger.accepts_writes and not node.stopping,
+    }
+
+
+@router.get("/primary", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+async def primary(request: Request) -> JSONResponse:
+    """200 only on the node that accepts writes (a single node is its own primary)."""
+    body = _role(request.app.state.node)
+    return JSONResponse(body, status_code=200 if body["accepts_writes"] else 503)
+
+
+@router.get("/replica", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+async def replica(request: Request) -> JSONResponse:
+    """200 only on a healthy replica; a single node is none, so 503."""
+    return JSONResponse(_role(request.app.state.node), status_code=503)
+
+
+@router.get("/metrics", dependencies=[Depends(_metrics_gate)], tags=["health"])
+def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    request.app.state.node.refresh_gauges()
+    return Response(render(), media_type="text/plain; version=0.0.4; charset=utf-8")

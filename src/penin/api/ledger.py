@@ -1,0 +1,181 @@
+"""``/v1/ledger``: append, read, prove, checkpoint and verify over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from penin.api.auth import require
+from penin.api.node import Node
+from penin.api.problems import Problem
+from penin.keys import Scope
+from penin.ledger.ledger import MAX_QUERY_LIMIT
+from penin.ledger.record import MAX_IDEMPOTENCY_KEY_CHARS
+
+router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+
+ReadKey = Depends(require(Scope.READ))
+AppendKey = Depends(require(Scope.APPEND))
+AdminKey = Depends(require(Scope.ADMIN))
+
+
+class NewRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(
+        description="Dotted lowercase name, e.g. 'app.order_placed'."
+    )
+    payload: dict[str, Any] = Field(description="Any JSON object, at most 1 MiB.")
+
+
+class RecordOut(BaseModel):
+    seq: int
+    ts: str
+    event_type: str
+    payload: dict[str, Any]
+    term: int
+    prev_hash: str
+    idempotency_key: str | None
+    leaf_hash: str
+
+
+class RecordPage(BaseModel):
+    records: list[RecordOut]
+    next_after_seq: int | None = Field(
+        description="Pass as after_seq for the next page; null on the last page."
+    )
+
+
+class InclusionProofOut(BaseModel):
+    leaf_index: int
+    tree_size: int
+    hashes: list[str]
+
+
+class ConsistencyProofOut(BaseModel):
+    old_size: int
+    new_size: int
+    hashes: list[str]
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+@router.post(
+    "/records", status_code=201, response_model=RecordOut, dependencies=[AppendKey]
+)
+async def append_record(
+    body: NewRecord,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=MAX_IDEMPOTENCY_KEY_CHARS, min_length=1)
+    ] = None,
+) -> dict[str, Any]:
+    """Append a record; 201 once it is durable, 200 when the key was used before."""
+    ledger = _node(request).ledger
+    if idempotency_key is not None and (
+        found := ledger.find_idempotent(idempotency_key)
+    ):
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+        return found.to_dict()
+    record = await ledger.append_record_async(
+        body.event_type, body.payload, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/ledger/records/{record.seq}"
+
+    return record.to_dict()
+
+
+@router.get("/records", response_model=RecordPage, dependencies=[ReadKey])
+def list_records(
+    request: Request,
+    event_type: str | None = None,
+    since: Annotated[str | None, Query(description="RFC 3339, inclusive.")] = None,
+    until: Annotated[str | None, Query(description="RFC 3339, exclusive.")] = None,
+    after_seq: Annotated[int | None, Query(ge=-1)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
+) -> dict[str, Any]:
+    """Records in seq order, one page at a time."""
+    records = _node(request).ledger.query(event_type, since, until, after_seq, limit)
+    next_after = records[-1].seq if len(records) == limit else None
+
+    return {"records": [r.to_dict() for r in records], "next_after_seq": next_after}
+
+
+@router.get("/records/{seq}", response_model=RecordOut, dependencies=[ReadKey])
+def get_record(request: Request, seq: int) -> dict[str, Any]:
+    return _node(request).ledger.get(seq).to_dict()
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse, dependencies=[ReadKey])
+def get_checkpoint(request: Request) -> str:
+    """The newest signed checkpoint (C2SP signed note)."""
+    note = _node(request).ledger.latest_checkpoint()
+    if note is None:
+        raise Problem(404, "not-found", "no checkpoint has been signed yet")
+
+    return note
+
+
+@router.post("/checkpoint", response_class=PlainTextResponse, dependencies=[AppendKey])
+def sign_checkpoint(request: Request) -> str:
+    """Sign the current tree head now and return the note."""
+    return _node(request).ledger.checkpoint()
+
+
+@router.get("/vkey", response_class=PlainTextResponse, dependencies=[ReadKey])
+def get_vkey(request: Request) -> str:
+    """The verifier key of the checkpoints (C2SP vkey form)."""
+    return _node(request).ledger.verifier.vkey + "\n"
+
+
+@router.get(
+    "/proofs/inclusion", response_model=InclusionProofOut, dependencies=[ReadKey]
+)
+def inclusion_proof(
+    request: Request,
+    seq: Annotated[int, Query(ge=0)],
+    tree_size: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of record ``seq`` in the tree of ``tree_size``."""
+    return _node(request).ledger.inclusion_proof(seq, tree_size).to_dict()
+
+
+@router.get(
+    "/proofs/consistency", response_model=ConsistencyProofOut, dependencies=[ReadKey]
+)
+def consistency_proof(
+    request: Request,
+    old_size: Annotated[int, Query(alias="from", ge=0)],
+    new_size: Annotated[int, Query(alias="to", ge=0)],
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof from tree size ``from`` to ``to``."""
+    return _node(request).ledger.consistency_proof(old_size, new_size).to_dict()
+
+
+@router.post("/verify", status_code=202, dependencies=[AdminKey])
+async def start_verify(request: Request) -> JSONResponse:
+    """Start a full verification; poll the job at the Location it returns."""
+    job = _node(request).start_verify_job()
+    location = f"/v1/jobs/{job.job_id}"
+
+    return JSONResponse(job.to_dict(), status_code=202, headers={"Location": location})
+
+
+jobs_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@jobs_router.get("/{job_id}", dependencies=[AdminKey])
+def get_job(request: Request, job_id: str) -> dict[str, Any]:
+    job = _node(request).jobs.get(job_id)
+    if job is None:
+        raise Problem(404, "not-found", f"no job {job_id!r} (jobs are kept in memory)")
+
+    return job.to_dict()

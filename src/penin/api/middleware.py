@@ -1,0 +1,130 @@
+"""One ASGI layer around the app: request id, body limit, access log, metrics.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so that it neither buffers
+bodies nor adds a task per request; streamed responses pass through as sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from penin.api.problems import problem_response
+from penin.observability.metrics import NODE_METRICS
+
+log = structlog.get_logger("penin.http")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class NodeMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._call(scope, receive, send_with_id)
+        except _BodyTooLargeError:
+            if not response_started:
+                response = problem_response(
+                    413,
+                    "payload-too-large",
+                    f"the body exceeds the limit of {self.max_body_bytes} bytes",
+                    scope.get("path"),
+                )
+                await response(scope, receive, send_with_id)
+        finally:
+            self._account(scope, status, started, request_id)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            raise _BodyTooLargeError
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _account(
+        self, scope: Scope, status: int, started: float, request_id: str
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        method = scope["method"]
+        NODE_METRICS.requests.labels(route, method, str(status)).inc()
+        NODE_METRICS.latency.labels(route, method).observe(elapsed)
+        if status >= 500:
+            NODE_METRICS.errors.labels("http").inc()
+        log.info(
+            "http.request",
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            request_id=request_id,
+            key_id=_state(scope).get("key_id"),
+        )
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.get("state", {})
+    return state
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+
+    return None

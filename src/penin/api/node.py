@@ -1,0 +1,166 @@
+"""The running node: its ledger, keys, verify jobs and periodic checkpoints.
+
+One Node lives in ``app.state.node`` for the life of the process. Starting it
+opens the ledger (creating it on first run); stopping it stops the
+checkpointer, signs a last checkpoint if the log grew, and closes the ledger,
+which flushes every queued append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from penin.config import Settings
+from penin.keys import KeyRing
+from penin.ledger.errors import LedgerError
+from penin.ledger.ledger import WORMLedger, open_ledger
+from penin.ledger.note import Checkpoint, open_checkpoint
+from penin.ledger.record import parse_ts
+from penin.ledger.verify import VerifyReport
+from penin.observability.metrics import LEDGER_METRICS, NODE_METRICS
+
+log = structlog.get_logger("penin.node")
+
+_MAX_JOBS = 100
+
+
+@dataclass
+class Job:
+    job_id: str
+    kind: str
+    state: str = "running"
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    progress: dict[str, int] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "state": self.state,
+            "started": self.started,
+            "finished": self.finished,
+            "progress": self.progress,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ledger: WORMLedger = open_ledger(settings.data_dir)
+        self.keyring = KeyRing(self.ledger)
+        self.jobs: dict[str, Job] = {}
+        self.stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_checkpoint: Checkpoint | None = None
+        self._checkpoint_signed_at: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.ledger.initialize)
+        await asyncio.to_thread(self.keyring.refresh)
+        self._note_latest_checkpoint()
+        self._spawn(self._checkpoint_loop())
+        log.info(
+            "node.started",
+            data_dir=str(self.settings.data_dir),
+            tree_size=self.ledger.count_records(),
+        )
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(LedgerError):
+            await asyncio.to_thread(self._checkpoint_if_grown)
+        await asyncio.to_thread(self.ledger.close)
+        log.info("node.stopped")
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        return task
+
+    # -- checkpoints -------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.settings.ledger.checkpoint_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._checkpoint_if_grown)
+            except LedgerError as exc:
+                NODE_METRICS.errors.labels("checkpoint").inc()
+                log.error("ledger.checkpoint_failed", error=str(exc))
+
+    def _checkpoint_if_grown(self) -> None:
+        signed = self._last_checkpoint.tree_size if self._last_checkpoint else 0
+        if self.ledger.count_records() > signed:
+            self.ledger.checkpoint()
+            self._note_latest_checkpoint()
+
+    def _note_latest_checkpoint(self) -> None:
+        latest = self.ledger.latest_checkpoint_entry()
+        if latest is None:
+            return
+        note, signed_ts = latest
+        self._last_checkpoint = open_checkpoint(note, self.ledger.verifier)
+        self._checkpoint_signed_at = parse_ts(signed_ts).timestamp()
+        LEDGER_METRICS.checkpoint_time.set(self._checkpoint_signed_at)
+
+    # -- verify jobs -------------------------------------------------------
+
+    def start_verify_job(self) -> Job:
+        job = Job(uuid.uuid4().hex, "ledger.verify")
+        self.jobs[job.job_id] = job
+        for old in sorted(self.jobs.values(), key=lambda j: j.started)[:-_MAX_JOBS]:
+            self.jobs.pop(old.job_id, None)
+        self._spawn(self._run_verify(job))
+
+        return job
+
+    async def _run_verify(self, job: Job) -> None:
+        def progress(done: int, total: int) -> None:
+            job.progress = {"records_checked": done, "tree_size": total}
+
+        try:
+            report: VerifyReport = await asyncio.to_thread(
+                self.ledger.verify_integrity, None, progress
+            )
+        except LedgerError as exc:
+            job.state, job.error = "failed", str(exc)
+            NODE_METRICS.verification_failed.set(1)
+        else:
+            job.state, job.result = "done", report.to_dict()
+            NODE_METRICS.verification_failed.set(0 if report.ok else 1)
+            log.info("ledger.verified", ok=report.ok, records=report.records_checked)
+        job.finished = time.time()
+
+    # -- figures for /metrics ------------------------------------------------
+
+    def refresh_gauges(self) -> None:
+        NODE_METRICS.ledger_records.set(self.ledger.count_records())
+        if self._checkpoint_signed_at is not None:
+            NODE_METRICS.checkpoint_age.set(time.time() - self._checkpoint_signed_at)
+        usage = shutil.disk_usage(self.settings.data_dir)
+        NODE_METRICS.disk_free.set(usage.free)
+        NODE_METRICS.disk_size.set(usage.total)

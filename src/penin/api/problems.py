@@ -1,0 +1,180 @@
+"""RFC 9457 problem documents: every HTTP error the node returns is one.
+
+Each kind of problem has a stable ``type`` URI under ``PROBLEM_BASE``, a
+title, the status, and a ``detail`` that names the offending value. No stack
+trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from penin.ledger.errors import (
+    InvalidRecordError,
+    LedgerError,
+    RecordNotFoundError,
+    TreeSizeError,
+)
+from penin.observability.metrics import NODE_METRICS
+
+log = structlog.get_logger("penin.api")
+
+PROBLEM_BASE = "https://penin.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+_TITLES = {
+    "bad-request": "The request is malformed",
+    "invalid-json": "The body is not valid JSON",
+    "validation": "A field is missing or invalid",
+    "unauthorized": "Missing or invalid API key",
+    "forbidden": "The API key's scope does not allow this",
+    "not-found": "No such resource",
+    "method-not-allowed": "Method not allowed on this resource",
+    "payload-too-large": "The body is larger than the limit",
+    "unavailable": "The node cannot serve this now",
+    "internal": "Internal error",
+}
+
+
+class Problem(Exception):  # noqa: N818  (RFC 9457's own word)
+    """Raise from a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(
+    status: int,
+    kind: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + kind,
+        "title": _TITLES.get(kind, kind.replace("-", " ").capitalize()),
+        "status": status,
+        "detail": detail,
+        **({"instance": instance} if instance else {}),
+        **extra,
+    }
+    return JSONResponse(
+        body, status_code=status, media_type=MEDIA_TYPE, headers=headers
+    )
+
+
+_STATUS_KIND = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    503: "unavailable",
+}
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, str, list[str]]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "invalid-json", "the request body is not valid JSON", []
+    fields = [_field_name(e.get("loc", ())) for e in errors]
+    message = str(errors[0].get("msg", "invalid"))
+    if fields[0] == "body" and errors[0].get("type") in (
+        "model_attributes_type",
+        "dict_type",
+    ):
+        message += "; send a JSON object with Content-Type: application/json"
+
+    return "validation", f"{fields[0]}: {message}", fields
+
+
+def _field_name(loc: Sequence[object]) -> str:
+    """``("body", "payload", "x")`` → ``payload.x``; the body itself is ``body``."""
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["body"] and len(parts) > 1:
+        parts = parts[1:]
+
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.kind, exc.detail, request.url.path, exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(
+        request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
+        kind, detail, fields = _validation_detail(exc)
+        status = 400 if kind == "invalid-json" else 422
+        if fields:
+            return problem_response(
+                status, kind, detail, request.url.path, fields=fields
+            )
+
+        return problem_response(status, kind, detail, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = _STATUS_KIND.get(exc.status_code, "bad-request")
+        return problem_response(
+            exc.status_code,
+            kind,
+            str(exc.detail),
+            request.url.path,
+            dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(InvalidRecordError)
+    async def on_invalid(request: Request, exc: InvalidRecordError) -> JSONResponse:
+        return problem_response(422, "validation", str(exc), request.url.path)
+
+    @app.exception_handler(RecordNotFoundError)
+    async def on_missing(request: Request, exc: RecordNotFoundError) -> JSONResponse:
+        return problem_response(404, "not-found", str(exc), request.url.path)
+
+    @app.exception_handler(TreeSizeError)
+    async def on_size(request: Request, exc: TreeSizeError) -> JSONResponse:
+        return problem_response(422, "validation", str(exc), request.url.path)
+
+    @app.exception_handler(LedgerError)
+    async def on_ledger(request: Request, exc: LedgerError) -> JSONResponse:
+        NODE_METRICS.errors.labels("ledger").inc()
+        log.error("ledger.request_failed", path=request.url.path, error=str(exc))
+        return problem_response(503, "unavailable", str(exc), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        NODE_METRICS.errors.labels("api").inc()
+        log.error(
+            "http.unhandled_error", path=request.url.path, error=type(exc).__name__
+        )
+        return problem_response(
+            500, "internal", "the node failed; see its log", request.url.path
+        )

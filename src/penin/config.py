@@ -1,0 +1,115 @@
+"""The node's settings: one YAML file, then ``PENIN_*`` variables, then flags.
+
+Nested keys map to variables with ``__``: ``server.port`` is
+``PENIN_SERVER__PORT``. Secrets (provider keys, later) are read only from the
+environment or files, never from this file's values, and never logged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class ConfigError(Exception):
+    """The configuration file or a variable is missing, unreadable or invalid."""
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    open_health: bool = True
+    open_metrics: bool = True
+
+
+class LedgerSettings(BaseModel):
+    checkpoint_interval_s: float = Field(60.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    level: str = "info"
+    json_lines: bool | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PENIN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("data")
+    server: ServerSettings = ServerSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (passed as init values) win over variables, which win over the file
+        # (merged into init values below, under the flags).
+        return init_settings, env_settings
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top")
+
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """File, then environment, then ``overrides`` (the command line's flags)."""
+    from_file = _read_yaml(config_file) if config_file else {}
+    env_only = _env_values()
+    values = _merge(_merge(from_file, env_only), overrides or {})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']}") from None
+
+
+def _env_values() -> dict[str, Any]:
+    """What the PENIN_* variables say, parsed by the settings' own rules."""
+    try:
+        return Settings().model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"variable for {where}: {first['msg']}") from None
