@@ -21,6 +21,7 @@ import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -103,7 +104,7 @@ FIGURES = (
 
 
 def payload(i: int) -> dict[str, Any]:
-    """A router request as the gateway logs it (about 190 bytes canonical)."""
+    """A router request as the gateway logs it (about 160 bytes canonical)."""
     return {
         "request_id": f"req-{i:012d}",
         "provider": "openai",
@@ -119,7 +120,7 @@ def payload(i: int) -> dict[str, Any]:
 def raw_rows(count: int, *, with_seq: bool) -> list[tuple[object, ...]]:
     """Rows the size of ledger records, with random bytes where hashes would be."""
     ts = now_ts()
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for i in range(count):
         seq = i if with_seq else None
         rows.append(
@@ -182,6 +183,19 @@ def machine(path: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "filesystem": filesystem(path),
     }
+
+
+def revision() -> str:
+    """The commit measured, marked dirty when the working tree differs from it."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+    return done.stdout.strip()
 
 
 def in_threads(works: Sequence[Callable[[], None]]) -> float:
@@ -255,10 +269,10 @@ def raw_acked_inserts(path: Path, per_writer: int) -> float:
     Each thread has its own connection; seq is left to SQLite, as an
     application without a sequencer would.
     """
+    rows = raw_rows(WRITERS * per_writer, with_seq=False)
     setup = store.connect(path)
     setup.executescript(store.SCHEMA)
     conns = [store.connect(path) for _ in range(WRITERS)]
-    rows = raw_rows(WRITERS * per_writer, with_seq=False)
 
     def writer(
         conn: sqlite3.Connection, mine: list[tuple[object, ...]]
@@ -461,13 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with scratch_dir() as work:
         about = machine(work)
         if "tmpfs" in about["filesystem"]:
-            print("warning: the scratch directory is in RAM; fsync costs nothing")
+            print("warning: scratch is in RAM; fsync costs nothing", file=sys.stderr)
         figures, runs = run(sizes, work)
     rows = table(figures)
     print_table(rows, about)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "quick": args.quick,
+        "revision": revision(),
         "sizes": asdict(sizes),
         "machine": about,
         "figures": figures,
