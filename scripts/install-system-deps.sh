@@ -9,6 +9,7 @@ while read -r command package; do
   command -v "$command" >/dev/null 2>&1 || needed="$needed $package"
 done <<'LIST'
 sqlite3 sqlite3
+promtool prometheus
 LIST
 
 [ -z "$needed" ] && exit 0

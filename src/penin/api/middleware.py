@@ -19,6 +19,10 @@ from penin.observability.metrics import NODE_METRICS
 
 log = structlog.get_logger("penin.http")
 
+# Routes that answer 503 by design (a replica asked /primary, a stopping node
+# asked /readyz): their 503s are answers, not failed operations.
+PROBE_ROUTES = frozenset({"/health", "/readyz", "/primary", "/replica"})
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -90,7 +94,7 @@ class NodeMiddleware:
         method = scope["method"]
         NODE_METRICS.requests.labels(route, method, str(status)).inc()
         NODE_METRICS.latency.labels(route, method).observe(elapsed)
-        if status >= 500:
+        if status >= 500 and route not in PROBE_ROUTES:
             NODE_METRICS.errors.labels("http").inc()
         log.info(
             "http.request",

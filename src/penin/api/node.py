@@ -126,6 +126,7 @@ class Node:
         self._last_checkpoint = open_checkpoint(note, self.ledger.verifier)
         self._checkpoint_signed_at = parse_ts(signed_ts).timestamp()
         LEDGER_METRICS.checkpoint_time.set(self._checkpoint_signed_at)
+        LEDGER_METRICS.checkpoint_tree_size.set(self._last_checkpoint.tree_size)
 
     # -- verify jobs -------------------------------------------------------
 
@@ -149,6 +150,7 @@ class Node:
         except LedgerError as exc:
             job.state, job.error = "failed", str(exc)
             NODE_METRICS.verification_failed.set(1)
+            NODE_METRICS.errors.labels("verify").inc()
         else:
             job.state, job.result = "done", report.to_dict()
             NODE_METRICS.verification_failed.set(0 if report.ok else 1)

@@ -22,7 +22,6 @@ from penin.ledger.errors import (
     RecordNotFoundError,
     TreeSizeError,
 )
-from penin.observability.metrics import NODE_METRICS
 
 log = structlog.get_logger("penin.api")
 
@@ -165,13 +164,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LedgerError)
     async def on_ledger(request: Request, exc: LedgerError) -> JSONResponse:
-        NODE_METRICS.errors.labels("ledger").inc()
         log.error("ledger.request_failed", path=request.url.path, error=str(exc))
         return problem_response(503, "unavailable", str(exc), request.url.path)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        NODE_METRICS.errors.labels("api").inc()
         log.error(
             "http.unhandled_error", path=request.url.path, error=type(exc).__name__
         )

@@ -485,6 +485,7 @@ class WORMLedger:
         finally:
             conn.close()
         LEDGER_METRICS.checkpoint_time.set_to_current_time()
+        LEDGER_METRICS.checkpoint_tree_size.set(size)
         log.info("ledger.checkpoint_signed", tree_size=size)
 
     # -- verification and backups -------------------------------------------

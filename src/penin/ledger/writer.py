@@ -153,7 +153,8 @@ class Writer:
             for request in batch:
                 request.future.set_exception(error)
             return
-        LEDGER_METRICS.observe_batch(appended)
+        if appended:
+            LEDGER_METRICS.observe_batch(appended)
         for request, records in zip(batch, results, strict=True):
             request.future.set_result(records)
 

@@ -24,6 +24,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(namespace="penin", registry=REGISTRY)
 
+ERROR_COMPONENTS = ("http", "checkpoint", "verify")
+
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -48,6 +50,11 @@ class LedgerMetrics:
         self.checkpoint_time = Gauge(
             "penin_ledger_checkpoint_timestamp_seconds",
             "Unix time at which the newest checkpoint was signed (0: none yet).",
+            registry=REGISTRY,
+        )
+        self.checkpoint_tree_size = Gauge(
+            "penin_ledger_checkpoint_tree_size",
+            "Tree size the newest checkpoint signs (0: none yet).",
             registry=REGISTRY,
         )
 
@@ -76,10 +83,14 @@ class NodeMetrics:
         )
         self.errors = Counter(
             "penin_errors_total",
-            "Failed operations: 5xx responses and failed background work.",
+            "Failed operations: 5xx answers (except the 503s of health and role "
+            "probes) and failed background work, by component.",
             ["component"],
             registry=REGISTRY,
         )
+        for component in ERROR_COMPONENTS:
+            # Present from the start, so that rate() sees the first error.
+            self.errors.labels(component)
         self.ledger_records = Gauge(
             "penin_ledger_records",
             "Records in the ledger (its tree size).",
