@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.node = node
     app.state.health = HealthChecks(node)
     problems.install(app)
+    problems.document(app)
     app.include_router(health_router)
     app.include_router(ledger_router)
     app.include_router(jobs_router)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from penin.api.auth import require
 from penin.api.node import Node
@@ -20,6 +20,12 @@ from penin.ledger.errors import LedgerError
 from penin.observability.metrics import NODE_METRICS, render
 
 router = APIRouter()
+
+
+def _answers(status_503: str) -> dict[int | str, dict[str, Any]]:
+    """A probe's 503 is an answer in JSON, not a problem document."""
+    return {503: {"description": status_503, "content": {"application/json": {}}}}
+
 
 _PROBE_REUSE_S = 1.0
 _PROBE_TIMEOUT_S = 2.0
@@ -85,7 +91,12 @@ class HealthChecks:
         return size > 0, {"metrics_bytes": size}
 
 
-@router.get("/health", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+@router.get(
+    "/health",
+    dependencies=[Depends(_open_or_read_key)],
+    tags=["health"],
+    responses=_answers("A check failed; the body says which"),
+)
 async def health(request: Request) -> JSONResponse:
     """Overall status and per-component checks: 200 when all pass, else 503."""
     checks: HealthChecks = request.app.state.health
@@ -113,7 +124,12 @@ async def livez() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+@router.get(
+    "/readyz",
+    dependencies=[Depends(_open_or_read_key)],
+    tags=["health"],
+    responses=_answers("Starting or stopping"),
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when the node can serve requests, 503 while starting or stopping."""
     ok, detail = request.app.state.health.core()
@@ -127,20 +143,36 @@ def _role(node: Node) -> dict[str, Any]:
     }
 
 
-@router.get("/primary", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+@router.get(
+    "/primary",
+    dependencies=[Depends(_open_or_read_key)],
+    tags=["health"],
+    responses=_answers("This node does not accept writes"),
+)
 async def primary(request: Request) -> JSONResponse:
     """200 only on the node that accepts writes (a single node is its own primary)."""
     body = _role(request.app.state.node)
     return JSONResponse(body, status_code=200 if body["accepts_writes"] else 503)
 
 
-@router.get("/replica", dependencies=[Depends(_open_or_read_key)], tags=["health"])
+@router.get(
+    "/replica",
+    dependencies=[Depends(_open_or_read_key)],
+    tags=["health"],
+    responses=_answers("This node is no healthy replica"),
+)
 async def replica(request: Request) -> JSONResponse:
     """200 only on a healthy replica; a single node is none, so 503."""
     return JSONResponse(_role(request.app.state.node), status_code=503)
 
 
-@router.get("/metrics", dependencies=[Depends(_metrics_gate)], tags=["health"])
+@router.get(
+    "/metrics",
+    dependencies=[Depends(_metrics_gate)],
+    tags=["health"],
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text format 0.0.4"}},
+)
 def metrics(request: Request) -> Response:
     """Prometheus text format."""
     request.app.state.node.refresh_gauges()

@@ -12,7 +12,7 @@ from penin.api.auth import require
 from penin.api.node import Node
 from penin.api.problems import Problem
 from penin.keys import Scope
-from penin.ledger.ledger import MAX_QUERY_LIMIT
+from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
 from penin.ledger.record import MAX_IDEMPOTENCY_KEY_CHARS
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -67,7 +67,11 @@ def _node(request: Request) -> Node:
 
 
 @router.post(
-    "/records", status_code=201, response_model=RecordOut, dependencies=[AppendKey]
+    "/records",
+    status_code=201,
+    response_model=RecordOut,
+    dependencies=[AppendKey],
+    responses={200: {"model": RecordOut, "description": "The key was used before"}},
 )
 async def append_record(
     body: NewRecord,
@@ -99,7 +103,7 @@ def list_records(
     event_type: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339, inclusive.")] = None,
     until: Annotated[str | None, Query(description="RFC 3339, exclusive.")] = None,
-    after_seq: Annotated[int | None, Query(ge=-1)] = None,
+    after_seq: Annotated[int | None, Query(ge=-1, le=MAX_SQLITE_INT)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
 ) -> dict[str, Any]:
     """Records in seq order, one page at a time."""

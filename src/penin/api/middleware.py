@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from penin.api.problems import problem_response
@@ -26,8 +27,12 @@ PROBE_ROUTES = frozenset({"/health", "/readyz", "/primary", "/replica"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class _BodyTooLargeError(HTTPException):
+    """An HTTPException, so that FastAPI's body parsing passes it on as sent
+    instead of turning it into a 400 (it wraps every other error)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the body exceeds the limit of {limit} bytes")
 
 
 class NodeMiddleware:
@@ -57,13 +62,10 @@ class NodeMiddleware:
 
         try:
             await self._call(scope, receive, send_with_id)
-        except _BodyTooLargeError:
+        except _BodyTooLargeError as exc:
             if not response_started:
                 response = problem_response(
-                    413,
-                    "payload-too-large",
-                    f"the body exceeds the limit of {self.max_body_bytes} bytes",
-                    scope.get("path"),
+                    413, "payload-too-large", exc.detail, scope.get("path")
                 )
                 await response(scope, receive, send_with_id)
         finally:
@@ -72,7 +74,7 @@ class NodeMiddleware:
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            raise _BodyTooLargeError
+            raise _BodyTooLargeError(self.max_body_bytes)
         received = 0
 
         async def limited_receive() -> Message:
@@ -81,7 +83,7 @@ class NodeMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLargeError
+                    raise _BodyTooLargeError(self.max_body_bytes)
             return message
 
         await self.app(scope, limited_receive, send)

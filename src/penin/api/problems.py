@@ -13,7 +13,9 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from penin.ledger.errors import (
@@ -59,6 +61,21 @@ class Problem(Exception):  # noqa: N818  (RFC 9457's own word)
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
+
+
+class ProblemDocument(BaseModel):
+    """The body of every error response (for /openapi.json)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description=f"Stable URI of the kind, under {PROBLEM_BASE}")
+    title: str
+    status: int
+    detail: str = Field(description="What was wrong, naming the value at fault.")
+    instance: str | None = Field(None, description="The request path.")
+    fields: list[str] | None = Field(
+        None, description="Validation errors only: every field at fault."
+    )
 
 
 def problem_response(
@@ -115,6 +132,47 @@ def _field_name(loc: Sequence[object]) -> str:
         parts = parts[1:]
 
     return ".".join(parts) or "body"
+
+
+def document(app: FastAPI) -> None:
+    """Make /openapi.json say what the handlers below do: every error is a
+    problem document. FastAPI would otherwise describe 422 as its own JSON
+    shape and leave the other errors out."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _describe_problems(schema)
+            app.openapi_schema = schema
+
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook
+
+
+def _describe_problems(schema: dict[str, Any]) -> None:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    components["Problem"] = ProblemDocument.model_json_schema()
+    content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation["responses"]
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "A parameter or field is invalid",
+                    "content": content,
+                }
+            responses["default"] = {
+                "description": "Any other error, as an RFC 9457 problem document",
+                "content": content,
+            }
 
 
 def install(app: FastAPI) -> None:

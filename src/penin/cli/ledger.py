@@ -237,12 +237,31 @@ def prove_consistency(
         click.echo(h.hex())
 
 
-def _read_json(path: str, what: str) -> Any:
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    """A JSON object from a file or stdin; NaN and Infinity are not JSON."""
+
+    def refuse_constant(name: str) -> None:
+        raise InvalidRecordError(
+            f"{what} {path} holds {name}, which JSON does not allow"
+        )
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRecordError(f"{what} {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRecordError(f"{what} {path} must hold a JSON object")
+
+    return value
+
+
+def _proof_int(proof: dict[str, Any], name: str) -> int:
+    value = proof.get(name)
+    if type(value) is not int:
+        raise InvalidRecordError(f"proof JSON needs '{name}' as an integer")
+
+    return value
 
 
 def _hex_hash(text: str, what: str) -> bytes:
@@ -259,7 +278,10 @@ def _hex_hash(text: str, what: str) -> bytes:
 def leaf_hash_of_record(record: dict[str, Any]) -> bytes:
     """The documented rule: SHA-256(0x00 ‖ RFC 8785 of the record minus leaf_hash)."""
     body = {k: v for k, v in record.items() if k != "leaf_hash"}
-    return merkle.leaf_hash(rfc8785.dumps(body))
+    try:
+        return merkle.leaf_hash(rfc8785.dumps(body))
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidRecordError(f"record is not canonical JSON: {exc}") from None
 
 
 @ledger.command("verify-proof")
@@ -332,14 +354,12 @@ def _check_inclusion(
         raise click.UsageError("give exactly one of --record and --leaf-hash")
     if record_path is not None:
         record = _read_json(record_path, "record")
-        if not isinstance(record, dict):
-            raise InvalidRecordError("record JSON must be an object")
         leaf = leaf_hash_of_record(record)
         if "leaf_hash" in record and record["leaf_hash"] != leaf.hex():
             return False
     else:
         leaf = _hex_hash(str(leaf_hash), "--leaf-hash")
-    index, tree_size = int(proof.get("leaf_index", -1)), int(proof.get("tree_size", 0))
+    index, tree_size = _proof_int(proof, "leaf_index"), _proof_int(proof, "tree_size")
     if size is not None and size != tree_size:
         return False
 
@@ -353,7 +373,7 @@ def _check_consistency(
     new_root: bytes,
     size: int | None,
 ) -> bool:
-    old_size, new_size = int(proof.get("old_size", -1)), int(proof.get("new_size", -1))
+    old_size, new_size = _proof_int(proof, "old_size"), _proof_int(proof, "new_size")
     if size is not None and size != new_size:
         return False
 

@@ -181,7 +181,8 @@ def check_backup(backup_file: Path, trusted: Verifier) -> Manifest:
 
 def restore(ledger: WORMLedger, backup_file: Path, *, force: bool = False) -> Manifest:
     """Replace the ledger by a verified backup; the old file is kept aside."""
-    trusted = ledger.signer().verifier
+    # A data directory that lost its ledger still holds the key it trusts.
+    trusted = (ledger.signer() if ledger.path.exists() else ledger.read_key()).verifier
     manifest = check_backup(backup_file, trusted)
     if ledger.path.exists() and not force:
         raise BackupError(

@@ -50,6 +50,7 @@ from penin.observability.metrics import LEDGER_METRICS
 log = structlog.get_logger("penin.ledger")
 
 MAX_QUERY_LIMIT = 1000
+MAX_SQLITE_INT = 2**63 - 1
 
 NewRecord = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str | None]
 
@@ -172,6 +173,7 @@ class WORMLedger:
                 raise NotALedgerError(
                     f"no ledger at {self.path}; run 'penin ledger init' first"
                 )
+            store.check_ledger(self.path)
             conn = store.connect(self.path)
             try:
                 self._meta = store.read_meta(conn, self.path)
@@ -199,11 +201,13 @@ class WORMLedger:
             writer, self._writer = self._writer, None
             readers, self._readers = self._readers, []
             self._local = threading.local()
+        for conn in readers:
+            conn.close()
+        # The writer's connection closes last: the last connection to close
+        # folds the write-ahead log into the file, and a read-only one cannot.
         if writer is not None:
             writer.close()
             writer.connection.close()
-        for conn in readers:
-            conn.close()
 
     def __enter__(self) -> WORMLedger:
         self._open()
@@ -314,12 +318,15 @@ class WORMLedger:
         return store.tree_size(self._reader())
 
     def get(self, seq: int) -> Record:
+        # SQLite integers stop at 2**63 - 1; a larger seq cannot be in the log.
         row = (
             self._reader()
             .execute(
                 f"SELECT {store.RECORD_COLUMNS} FROM records WHERE seq = ?", (seq,)
             )
             .fetchone()
+            if 0 <= seq <= MAX_SQLITE_INT
+            else None
         )
         if row is None:
             raise RecordNotFoundError(
@@ -355,7 +362,7 @@ class WORMLedger:
             params.append(format_ts(parse_ts(until)))
         if after_seq is not None:
             clauses.append("seq > ?")
-            params.append(after_seq)
+            params.append(max(-1, min(after_seq, MAX_SQLITE_INT)))
         where = " AND ".join(clauses)
         sql = f"SELECT {store.RECORD_COLUMNS} FROM records WHERE {where}"
         rows = self._reader().execute(f"{sql} ORDER BY seq LIMIT ?", (*params, limit))
@@ -475,10 +482,12 @@ class WORMLedger:
     def _insert_checkpoint(self, size: int, note: str) -> None:
         conn = store.connect(self.path)
         try:
+            # Another process may have signed this size already; its note stands.
             conn.execute(
-                "INSERT OR IGNORE INTO checkpoints (tree_size, root, note, ts)"
-                " VALUES (?, ?, ?, ?)",
-                (size, self.root(size), note, now_ts()),
+                "INSERT INTO checkpoints (tree_size, root, note, ts)"
+                " SELECT ?, ?, ?, ? WHERE NOT EXISTS"
+                " (SELECT 1 FROM checkpoints WHERE tree_size = ?)",
+                (size, self.root(size), note, now_ts(), size),
             )
         except sqlite3.DatabaseError as exc:
             raise store.translate(exc, self.path) from None

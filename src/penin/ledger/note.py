@@ -13,7 +13,6 @@ Formats (C2SP signed-note and tlog-checkpoint):
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 _ED25519 = b"\x01"
 _SIG_PREFIX = "— "
 _NAME = re.compile(r"[^\s+]+")
+_SIGNATURE_LINE = re.compile(r"— ([^\s+]+) ([A-Za-z0-9+/=]+)")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
 class NoteError(ValueError):
@@ -46,10 +47,16 @@ def _check_name(name: str) -> str:
 
 
 def _b64decode(text: str, what: str) -> bytes:
+    """Strict base64: ASCII, padded, and canonical (no stray bits in the last
+    character), so that exactly one text stands for each byte string."""
     try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise NoteError(f"{what} is not valid base64") from None
+    if base64.b64encode(raw).decode() != text:
+        raise NoteError(f"{what} is not canonical base64")
+
+    return raw
 
 
 @dataclass(frozen=True)
@@ -134,12 +141,18 @@ def open_note(note: str, verifier: Verifier) -> str:
     body, sep, signatures = note.rpartition("\n\n")
     if not sep:
         raise NoteError("note has no blank line before its signatures")
+    if not signatures.endswith("\n"):
+        raise NoteError("note does not end in a newline after its signatures")
     body += "\n"
-    for line in signatures.splitlines():
-        if not line.startswith(_SIG_PREFIX):
+    # Only U+000A ends a line in a note; str.splitlines() would accept others.
+    # Every line must parse before any is trusted.
+    parsed: list[tuple[str, bytes]] = []
+    for line in signatures[:-1].split("\n"):
+        match = _SIGNATURE_LINE.fullmatch(line)
+        if match is None:
             raise NoteError(f"malformed signature line {line!r}")
-        name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
-        raw = _b64decode(encoded, "signature")
+        parsed.append((match[1], _b64decode(match[2], "signature")))
+    for name, raw in parsed:
         if name != verifier.name or raw[:4] != verifier.key_id:
             continue
         if verifier.verify(body.encode(), raw[4:]):
@@ -162,7 +175,7 @@ class Checkpoint:
     @classmethod
     def parse(cls, body: str) -> Checkpoint:
         lines = body.split("\n")
-        if len(lines) < 4 or not lines[1].isdigit():
+        if len(lines) < 4 or not lines[0] or not _DECIMAL.fullmatch(lines[1]):
             raise NoteError("checkpoint body is not origin, tree size and root")
         root = _b64decode(lines[2], "checkpoint root")
         if len(root) != 32:

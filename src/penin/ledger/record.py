@@ -128,6 +128,9 @@ def canonical_payload(payload: object) -> str:
     try:
         if _needs_full_jcs(payload):
             text: str = rfc8785.dumps(payload).decode("utf-8")
+            # A reader must get back what it can canonicalise again: 1e16 is
+            # written "10000000000000000", an integer RFC 8785 refuses.
+            rfc8785.dumps(json.loads(text))
         else:
             text = json.dumps(
                 payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -215,8 +218,12 @@ def parse_ts(text: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRecordError(
+            f"time {text!r} is outside the years 1 to 9999 once in UTC"
+        ) from None
 
 
 def now_ts() -> str:

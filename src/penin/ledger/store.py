@@ -26,7 +26,15 @@ from penin.ledger.record import Record
 FORMAT = "penin-ledger/1"
 _LEVEL_BITS = 6
 
-_TABLES = ("records", "nodes", "checkpoints", "meta")
+# REPLACE deletes the row it collides with without firing DELETE triggers, so
+# an insert that would collide with a row is refused before it happens.
+_CLASHES = {
+    "records": "EXISTS (SELECT 1 FROM records WHERE seq = NEW.seq"
+    " OR idempotency_key = NEW.idempotency_key)",
+    "nodes": "EXISTS (SELECT 1 FROM nodes WHERE id = NEW.id)",
+    "checkpoints": "EXISTS (SELECT 1 FROM checkpoints WHERE tree_size = NEW.tree_size)",
+    "meta": "EXISTS (SELECT 1 FROM meta WHERE key = NEW.key)",
+}
 
 SCHEMA = """
 CREATE TABLE meta (
@@ -66,8 +74,10 @@ CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be updated'); END;
 CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be deleted'); END;
+CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} WHEN {clash}
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be replaced'); END;
 """
-    for table in _TABLES
+    for table, clash in _CLASHES.items()
 )
 
 # The seed's tuning: 10,000 pages of cache, temp tables in memory, 256 MB mmap.
@@ -143,6 +153,22 @@ def _statements(script: str) -> Iterator[str]:
             if buffer.strip():
                 yield buffer.strip()
             buffer = ""
+
+
+def check_ledger(path: Path) -> None:
+    """NotALedgerError unless ``path`` holds a ledger; the file is not changed.
+
+    Runs before ``connect``, whose pragmas (WAL above all) would rewrite the
+    header of a foreign SQLite file that was given by mistake.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        raise translate(exc, path) from None
+    try:
+        read_meta(conn, path)
+    finally:
+        conn.close()
 
 
 def read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:

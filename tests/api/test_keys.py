@@ -1,0 +1,134 @@
+"""``penin keys``: a token is shown once, stored only as a hash, and revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import LiveServer, bearer, penin, wait_for
+
+from penin.keys import Scope
+
+REVOKE_WAIT_S = 10
+
+
+def _secret(token: str) -> str:
+    return token.split("_", 2)[2]
+
+
+def test_create_prints_the_token_once_with_its_id_and_scope(
+    live: LiveServer,
+) -> None:
+    result = penin("keys", "create", "--data-dir", live.data_dir, "--scope", "read")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("key id: ")
+    assert "scope: read" in lines[0]
+    token = lines[1].removeprefix("token:").strip()
+    assert token.startswith("pk_")
+    assert result.stdout.count(token) == 1
+    assert "shown once" in result.stderr
+    assert live.get("/v1/ledger/vkey", headers=bearer(token)).status_code == 200
+
+
+def test_create_json_has_token_key_id_and_scope(live: LiveServer) -> None:
+    created = live.create_key(Scope.APPEND, "ci-writer")
+
+    assert created["scope"] == "append"
+    assert created["name"] == "ci-writer"
+    assert created["revoked"] is False
+    assert created["token"].startswith(f"pk_{created['key_id']}_")
+
+
+def test_list_shows_keys_but_never_their_tokens(live: LiveServer) -> None:
+    created = [live.create_key(scope) for scope in (Scope.READ, Scope.ADMIN)]
+
+    text = penin("keys", "list", "--data-dir", live.data_dir)
+    as_json = penin("keys", "list", "--data-dir", live.data_dir, "--json")
+
+    assert text.returncode == as_json.returncode == 0
+    listed = {k["key_id"]: k for k in json.loads(as_json.stdout)}
+    for key in created:
+        assert listed[key["key_id"]]["scope"] == key["scope"]
+        assert "token" not in listed[key["key_id"]]
+        assert key["key_id"] in text.stdout
+    for token in live.tokens:
+        for output in (text.stdout, as_json.stdout, text.stderr, as_json.stderr):
+            assert _secret(token) not in output
+
+
+def test_revoke_makes_the_running_node_refuse_the_token(live: LiveServer) -> None:
+    key = live.create_key(Scope.READ)
+    headers = bearer(key["token"])
+    assert live.get("/v1/ledger/vkey", headers=headers).status_code == 200
+
+    result = penin("keys", "revoke", "--data-dir", live.data_dir, key["key_id"])
+
+    assert result.returncode == 0, result.stderr
+    assert key["key_id"] in result.stdout
+    wait_for(
+        lambda: live.get("/v1/ledger/vkey", headers=headers).status_code == 401,
+        REVOKE_WAIT_S,
+        "the node to refuse the revoked token",
+    )
+    listed = json.loads(
+        penin("keys", "list", "--data-dir", live.data_dir, "--json").stdout
+    )
+    assert [k["revoked"] for k in listed if k["key_id"] == key["key_id"]] == [True]
+
+
+def test_a_key_created_while_the_node_runs_works_at_once(live: LiveServer) -> None:
+    token = live.token(Scope.READ)
+
+    # An unknown key id makes the node re-read the keys before it answers.
+    response = live.get("/v1/ledger/vkey", headers=bearer(token))
+
+    assert response.status_code == 200
+
+
+def test_revoking_an_unknown_key_is_a_usage_error(live: LiveServer) -> None:
+    result = penin("keys", "revoke", "--data-dir", live.data_dir, "000000000000")
+
+    assert result.returncode == 2
+    assert "no API key with id '000000000000'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keys_need_an_existing_ledger(tmp_path: Path) -> None:
+    result = penin("keys", "create", "--data-dir", tmp_path, "--scope", "read")
+
+    assert result.returncode == 2
+    assert "penin ledger init" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _files_hold(directory: Path, secret: str) -> list[str]:
+    return [
+        p.name
+        for p in directory.iterdir()
+        if p.is_file() and secret.encode() in p.read_bytes()
+    ]
+
+
+def test_only_the_sha256_of_a_token_reaches_the_ledger(
+    serve: Callable[..., LiveServer],
+) -> None:
+    server = serve()
+    key = server.create_key(Scope.ADMIN)
+    token = key["token"]
+    with server.client(token) as http:
+        response = http.get(
+            "/v1/ledger/records", params={"event_type": "apikey.created"}
+        )
+    (stored,) = [r["payload"] for r in response.json()["records"]]
+
+    assert stored["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert _files_hold(server.data_dir, stored["token_sha256"]) != []
+    assert _files_hold(server.data_dir, _secret(token)) == []
+    # Closing folds the write-ahead log into ledger.db: look at that file too.
+    assert server.stop() == 0
+    assert "ledger.db" in _files_hold(server.data_dir, stored["token_sha256"])
+    assert _files_hold(server.data_dir, _secret(token)) == []
