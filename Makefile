@@ -31,8 +31,9 @@ unit: $(STAMP)
 
 test: system-deps lint typecheck unit
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) benchmarks/ledger_bench.py
+	$(PY) benchmarks/node_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

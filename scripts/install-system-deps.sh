@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install the Debian packages the test suite needs, only when one is missing.
+# Install the Debian packages the tests and benchmarks need, only when missing.
 # Each line: a command the tests run, then the package that provides it.
 set -eu
 
@@ -10,6 +10,7 @@ while read -r command package; do
 done <<'LIST'
 sqlite3 sqlite3
 promtool prometheus
+wrk wrk
 LIST
 
 [ -z "$needed" ] && exit 0

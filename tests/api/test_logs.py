@@ -11,7 +11,7 @@ from harness import LiveServer, wait_for
 
 from penin.keys import Scope
 
-GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+GENERATED_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
 LOG_WAIT_S = 10
 
 

@@ -274,8 +274,9 @@ class WORMLedger:
         idempotency_key: str | None = None,
     ) -> Record:
         entry = _entry((event_type, payload, idempotency_key))
-        future = self._submit([entry])
-        records = await asyncio.wrap_future(future)
+        self._open()
+        assert self._writer is not None
+        records = await self._writer.submit_async([entry])
 
         return records[0]
 

@@ -9,6 +9,7 @@ in-memory tree edge, and fails every future of that batch: nothing half-written.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -46,6 +47,12 @@ class _Request:
     entries: Sequence[Entry]
     probe_nonce: str | None = None
     future: Future[list[Record]] = field(default_factory=Future)
+    # Set for asyncio callers: their future lives on this loop instead.
+    loop: asyncio.AbstractEventLoop | None = None
+    async_future: asyncio.Future[list[Record]] | None = None
+
+
+Outcome = list[Record] | BaseException
 
 
 class Writer:
@@ -79,13 +86,28 @@ class Writer:
     ) -> Future[list[Record]]:
         """Queue entries (or a health probe write) for the next transaction."""
         request = _Request(entries, probe_nonce)
+        self._enqueue(request)
+
+        return request.future
+
+    def submit_async(self, entries: Sequence[Entry]) -> asyncio.Future[list[Record]]:
+        """Like ``submit``, for a caller on a running event loop.
+
+        The writer wakes each loop once per batch with every result for it,
+        instead of once per record as ``asyncio.wrap_future`` would.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Record]] = loop.create_future()
+        self._enqueue(_Request(entries, loop=loop, async_future=future))
+
+        return future
+
+    def _enqueue(self, request: _Request) -> None:
         with self._wake:
             if self._closing:
                 raise LedgerError("the ledger is closed; open it again to append")
             self._queue.append(request)
             self._wake.notify()
-
-        return request.future
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -150,13 +172,11 @@ class Writer:
             if isinstance(exc, sqlite3.DatabaseError):
                 error = store.translate(exc, self._path)
             log.error("ledger.append_failed", error=str(error), batch=len(batch))
-            for request in batch:
-                request.future.set_exception(error)
+            _settle(batch, [error] * len(batch))
             return
         if appended:
             LEDGER_METRICS.observe_batch(appended)
-        for request, records in zip(batch, results, strict=True):
-            request.future.set_result(records)
+        _settle(batch, results)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.DatabaseError):
@@ -235,3 +255,30 @@ class Writer:
         ).fetchone()
 
         return None if row is None else store.record_from_row(row)
+
+
+def _settle(batch: list[_Request], outcomes: Sequence[Outcome]) -> None:
+    """Resolve every request of a batch; one wake-up for each event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Outcome]]] = {}
+    for request, outcome in zip(batch, outcomes, strict=True):
+        if request.loop is not None:
+            by_loop.setdefault(request.loop, []).append((request, outcome))
+        elif isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
+    for loop, settled in by_loop.items():
+        # A closed loop has no caller left to tell; the records stay durable.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_on_loop, settled)
+
+
+def _settle_on_loop(settled: list[tuple[_Request, Outcome]]) -> None:
+    for request, outcome in settled:
+        future = request.async_future
+        if future is None or future.done():  # the caller was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

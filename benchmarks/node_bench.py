@@ -1,0 +1,947 @@
+"""Node HTTP benchmark: /health and authenticated appends beside the framework's floor.
+
+It starts every server itself on free loopback ports — ``penin serve`` with
+warnings only, ``penin serve`` with the default info-level JSON access log, and
+benchmarks/floor_app.py (one FastAPI route returning a constant) under uvicorn
+with the node's settings — then drives each with wrk, 64 connections, the
+targets interleaved round by round:
+
+    .venv/bin/python benchmarks/node_bench.py [--duration S] [--quick] [--no-wrk]
+
+It first times startup: launch to the first 200 on /livez, and the first
+append's latency against the next ones. Afterwards every acknowledged append
+is looked up in its ledger by its
+request id and the ledgers are verified. It prints a table (figure, result,
+target, met?) and writes benchmarks/results/node.json and node.md. ``--no-wrk``
+swaps wrk for a small httpx client (a smoke run, not a measurement);
+``--profile`` adds a py-spy profile of the append route under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from penin.ledger import store
+
+PROJECT = Path(__file__).resolve().parent.parent
+RESULTS = PROJECT / "benchmarks" / "results" / "node.json"
+BIN = Path(sys.executable).parent
+CONNECTIONS = 64
+WRK_THREADS = 2
+CLIENT_CONCURRENCY = 8
+EVENT_TYPE = "router.request"
+APPEND_PATH = "/v1/ledger/records"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 35.0  # the node drains for up to 30 s before it gives up
+CLI_TIMEOUT_S = 120.0
+UVICORN_FLAGS = (
+    "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+    "--no-server-header", "--log-level", "warning",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    duration_s: int
+    warmup_s: int
+    client_requests: int
+    startups: int
+
+
+FULL = Plan(rounds=3, duration_s=10, warmup_s=2, client_requests=50, startups=5)
+QUICK = Plan(rounds=1, duration_s=3, warmup_s=1, client_requests=50, startups=2)
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    server: str
+    method: str
+    path: str
+    label: str
+
+
+TARGETS = (
+    Target("floor", "floor", "GET", "/", "GET / (floor app)"),
+    Target("health", "node", "GET", "/health", "GET /health"),
+    Target("append", "node", "POST", APPEND_PATH, f"POST {APPEND_PATH}"),
+    Target("health_logged", "node_logged", "GET", "/health",
+           "GET /health, access log on"),
+    Target("append_logged", "node_logged", "POST", APPEND_PATH,
+           f"POST {APPEND_PATH}, access log on"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    target: str = "—"
+    met: Callable[[float], bool] | None = None
+
+
+def _rate_figures(key: str, label: str, *, slo: bool) -> tuple[Figure, ...]:
+    p99 = Figure(f"{key}_p99_ms", f"{label}, p99", "ms")
+    if slo:
+        p99 = Figure(p99.key, p99.label, "ms", "< 50 ms", lambda v: v < 50)
+    return (
+        Figure(f"{key}_rps", f"{label}, requests/s", "/s"),
+        Figure(f"{key}_p50_ms", f"{label}, p50", "ms"),
+        p99,
+    )
+
+
+FIGURES = (
+    *_rate_figures("floor", "GET / (floor app)", slo=False),
+    *_rate_figures("health", "GET /health", slo=False),
+    Figure("health_vs_floor", "/health ÷ floor, requests/s", "%"),
+    *_rate_figures("append", "append", slo=True),
+    Figure("append_vs_floor", "append ÷ floor, requests/s", "%",
+           "≥ 50 %", lambda v: v >= 0.50),
+    *_rate_figures("health_logged", "GET /health, access log on", slo=False),
+    *_rate_figures("append_logged", "append, access log on", slo=True),
+    Figure("append_logged_vs_floor", "append, access log on ÷ floor", "%",
+           "≥ 50 %", lambda v: v >= 0.50),
+    Figure("node_startup_s", "penin serve: launch to first 200 on /livez", "s",
+           "< 1 s", lambda v: v < 1.0),
+    Figure("floor_startup_s", "floor app: launch to first 200", "s"),
+    Figure("first_vs_later_append_ms", "first append after start minus the "
+           "median of the next 20", "ms"),
+    Figure("append_records_per_fsync", "records per commit (group commit)", "n"),
+    Figure("acknowledged_appends", "appends acknowledged (201)", "n"),
+    Figure("acknowledged_missing", "acknowledged appends missing from the ledger",
+           "n", "0", lambda v: v == 0),
+    Figure("unacknowledged_appended", "appended, not acknowledged (in flight at stop)",
+           "n"),
+    Figure("ledgers_verified", "every ledger verifies", "bool", "yes", bool),
+)  # fmt: skip
+
+
+# -- load generators ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement: what a load generator saw against one target."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    failed: int  # non-2xx responses and socket errors
+    acked: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "failed": self.failed,
+        }
+
+
+def append_body(request_id: str) -> dict[str, Any]:
+    """A router request as the gateway logs it, keyed by a unique request id."""
+    return {
+        "event_type": EVENT_TYPE,
+        "payload": {
+            "request_id": request_id,
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "tokens_in": 812,
+            "tokens_out": 143,
+            "latency_ms": 412.5,
+            "cost_usd": 0.000231,
+            "verdict": "pass",
+        },
+    }
+
+
+REPORT_LUA = r"""
+function done(summary, latency, requests)
+  local unparsed = 0
+  if threads ~= nil then
+    -- Every thread's acknowledged request ids, for the durability check.
+    local out = assert(io.open(os.getenv("NODE_BENCH_ACKED"), "w"))
+    for _, thread in ipairs(threads) do
+      for _, id in ipairs(thread:get("acked")) do out:write(id, "\n") end
+      unparsed = unparsed + thread:get("unparsed")
+    end
+    out:close()
+  end
+  local e = summary.errors
+  io.write(string.format(
+    [[node_bench {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,]]
+    .. [["failed":%d,"unparsed":%d}]] .. "\n",
+    summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.status + e.connect + e.read + e.write + e.timeout,
+    unparsed))
+end
+"""
+
+# The body varies per request by its request id: "<run>-<thread>-<counter>".
+APPEND_LUA = r"""
+threads = {}
+local body = [[%BODY%]]
+
+function setup(thread)
+  thread:set("thread_index", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  run, counter, acked, unparsed = args[2], 0, {}, 0
+  auth = {["Authorization"] = "Bearer " .. args[1],
+          ["Content-Type"] = "application/json"}
+end
+
+function request()
+  counter = counter + 1
+  local id = string.format("%s-%d-%d", run, thread_index, counter)
+  return wrk.format("POST", "%PATH%", auth, string.format(body, id))
+end
+
+function response(status, _, text)
+  if status == 201 then
+    local id = string.match(text, '"request_id":"([^"]+)"')
+    if id then acked[#acked + 1] = id else unparsed = unparsed + 1 end
+  end
+end
+"""
+
+
+def write_lua(work: Path) -> dict[str, Path]:
+    body = json.dumps(append_body("%s"), separators=(",", ":"))
+    append = APPEND_LUA.replace("%BODY%", body).replace("%PATH%", APPEND_PATH)
+    scripts = {"GET": work / "get.lua", "POST": work / "append.lua"}
+    scripts["GET"].write_text(REPORT_LUA)
+    scripts["POST"].write_text(append + REPORT_LUA)
+
+    return scripts
+
+
+def run_wrk(url: str, script: Path, seconds: int, *args: str, acked_file: Path) -> Run:
+    command = [
+        "wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s",
+        "--timeout", "10s", "-s", str(script), url, "--", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "NODE_BENCH_ACKED": str(acked_file)}
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+        env=env,
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("node_bench "))
+    report = json.loads(line.removeprefix("node_bench "))
+    if report["unparsed"]:
+        raise RuntimeError(f"{report['unparsed']} responses named no request_id")
+    acked: tuple[str, ...] = ()
+    if acked_file.exists():
+        acked = tuple(acked_file.read_text().split())
+        acked_file.unlink()
+
+    return Run(
+        requests=report["requests"],
+        seconds=report["duration_us"] / 1e6,
+        p50_ms=report["p50_us"] / 1000,
+        p99_ms=report["p99_us"] / 1000,
+        failed=report["failed"],
+        acked=acked,
+    )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile: the smallest value at or above ``fraction``."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+async def _client_run(target: Target, url: str, token: str, run: str, n: int) -> Run:
+    latencies: list[float] = []
+    acked: list[str] = []
+    statuses: Counter[int] = Counter()
+    todo = iter(range(n))
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in todo:
+            request_id = f"{run}-0-{i}"
+            started = time.perf_counter()
+            if target.method == "POST":
+                body = append_body(request_id)
+                response = await client.post(target.path, json=body, headers=auth)
+            else:
+                response = await client.get(target.path)
+            latencies.append(time.perf_counter() - started)
+            statuses[response.status_code] += 1
+            if response.status_code == 201:
+                acked.append(request_id)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        started = time.perf_counter()
+        workers = [worker(client) for _ in range(CLIENT_CONCURRENCY)]
+        await asyncio.wait_for(asyncio.gather(*workers), timeout=CLI_TIMEOUT_S)
+        elapsed = time.perf_counter() - started
+    failed = sum(c for status, c in statuses.items() if not 200 <= status < 300)
+
+    return Run(
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        failed=failed,
+        acked=tuple(acked),
+    )
+
+
+# -- servers -----------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    data_dir: Path | None = None
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+
+    return port
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The environment without the caller's PENIN_* settings, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PENIN_")}
+    return {**env, **values}
+
+
+def penin(*args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "penin"), *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+        env=clean_env(),
+    )
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"penin {' '.join(args)} failed: {done.stderr.strip()}")
+
+    return done.stdout
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], work: Path) -> Server:
+    port = free_port()
+    log = work / f"{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
+
+    return Server(name, process, f"http://127.0.0.1:{port}", log)
+
+
+def start_node(name: str, level: str, work: Path) -> tuple[Server, str]:
+    """A node with its own ledger and an append key; returns it and the token."""
+    data_dir = work / name
+    penin("ledger", "init", "--data-dir", str(data_dir))
+    key = json.loads(penin("keys", "create", "--data-dir", str(data_dir),
+                           "--scope", "append", "--json"))  # fmt: skip
+    env = clean_env(PENIN_LOG_LEVEL=level, PENIN_LOG_JSON="1")
+    command = [str(BIN / "penin"), "serve", "--data-dir", str(data_dir)]
+    server = spawn(name, command, env, work)
+    server.data_dir = data_dir
+
+    return server, key["token"]
+
+
+def start_floor(work: Path) -> Server:
+    command = [
+        str(BIN / "uvicorn"), "floor_app:app", "--app-dir", str(Path(__file__).parent),
+        "--host", "127.0.0.1", *UVICORN_FLAGS,
+    ]  # fmt: skip
+    return spawn("floor", command, clean_env(), work)
+
+
+def wait_ready(server: Server, path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} not ready in {START_TIMEOUT_S} s")
+
+
+def stop(server: Server) -> None:
+    """SIGTERM, a bounded wait for the drain, then SIGKILL."""
+    if server.process.poll() is not None:
+        return
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"  {server.name} ignored SIGTERM; killing it", file=sys.stderr)
+        server.process.kill()
+        server.process.wait(timeout=10)
+
+
+# -- startup -----------------------------------------------------------------
+
+
+POLL_S = 0.005
+
+
+def time_to_first_answer(server: Server, path: str) -> float:
+    """Seconds from launch to the first 200, polled every 5 ms on a fresh socket."""
+    started = time.monotonic()
+    deadline = started + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + path, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        time.sleep(POLL_S)
+    raise RuntimeError(f"{server.name} not ready in {START_TIMEOUT_S} s")
+
+
+def startup(work: Path, runs: int) -> dict[str, float]:
+    """Median launch-to-first-answer of the node and of the floor app, and how
+    much slower the node's first append is than the ones after it."""
+    node_s, floor_s, first_penalty_ms = [], [], []
+    for i in range(runs):
+        server, token = start_node(f"startup{i}", "warning", work)
+        try:
+            node_s.append(time_to_first_answer(server, "/livez"))
+            first_penalty_ms.append(_first_append_penalty_ms(server, token))
+        finally:
+            stop(server)
+        floor = start_floor(work)
+        try:
+            floor_s.append(time_to_first_answer(floor, "/"))
+        finally:
+            stop(floor)
+
+    return {
+        "node_startup_s": statistics.median(node_s),
+        "floor_startup_s": statistics.median(floor_s),
+        "first_vs_later_append_ms": statistics.median(first_penalty_ms),
+    }
+
+
+def _first_append_penalty_ms(server: Server, token: str) -> float:
+    auth = {"Authorization": f"Bearer {token}"}
+    latencies = []
+    with httpx.Client(base_url=server.url, headers=auth, timeout=10) as client:
+        for i in range(21):
+            started = time.perf_counter()
+            response = client.post(APPEND_PATH, json=append_body(f"startup-{i}"))
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 201:
+                raise RuntimeError(f"append answered {response.status_code}")
+
+    return (latencies[0] - statistics.median(latencies[1:])) * 1000
+
+
+# -- durability --------------------------------------------------------------
+
+
+def records_per_fsync(server: Server) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    sums = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("penin_ledger_fsync_batch_records_"):
+            sums[name.rsplit("_", 1)[1]] = float(value)
+
+    return sums["sum"] / sums["count"] if sums.get("count") else 0.0
+
+
+def durability(data_dir: Path, acked: list[str]) -> dict[str, Any]:
+    """Which acknowledged appends the ledger holds, and whether it verifies.
+
+    Run after the node has stopped: requests that were in flight when wrk
+    stopped may be appended without being acknowledged, never the reverse.
+    """
+    conn = store.connect(data_dir / "ledger.db", readonly=True)
+    try:
+        rows = conn.execute(
+            "SELECT json_extract(payload, '$.request_id') FROM records"
+            " WHERE event_type = ?",
+            (EVENT_TYPE,),
+        ).fetchall()
+    finally:
+        conn.close()
+    in_ledger = Counter(row[0] for row in rows)
+    report = json.loads(
+        penin("ledger", "verify", "--data-dir", str(data_dir), "--json")
+    )
+
+    return {
+        "acknowledged": len(acked),
+        "acknowledged_unique": len(set(acked)),
+        "in_ledger": len(rows),
+        "duplicated_in_ledger": sum(c - 1 for c in in_ledger.values()),
+        "missing": len(set(acked) - in_ledger.keys()),
+        "unacknowledged": len(in_ledger.keys() - set(acked)),
+        "verified": bool(report["ok"]),
+        "records_checked": report["records_checked"],
+    }
+
+
+# -- profile -----------------------------------------------------------------
+
+
+SAMPLE_RATE = 100
+
+
+def profile(py_spy: str, server: Server, load: Any, seconds: int) -> dict[str, Any]:
+    """Sample the node with py-spy while ``load`` drives it; shares by function."""
+    raw = Path(tempfile.mkdtemp(prefix="node-bench-")) / "profile.txt"
+    sampled = seconds - 2  # inside the load, clear of its start and end
+    command = [
+        py_spy, "record", "-p", str(server.process.pid), "-d", str(sampled),
+        "-r", str(SAMPLE_RATE), "--threads", "--format", "raw", "-o", str(raw),
+    ]  # fmt: skip
+    sampler = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        load()
+        _, err = sampler.communicate(timeout=seconds + 30)
+    finally:
+        if sampler.poll() is None:
+            sampler.kill()
+            sampler.wait(timeout=10)
+    try:
+        stacks = raw.read_text().splitlines()
+    except FileNotFoundError:
+        raise RuntimeError(f"py-spy wrote no profile: {err.decode()[-500:]}") from None
+    finally:
+        shutil.rmtree(raw.parent, ignore_errors=True)
+
+    return summarize_stacks(stacks, SAMPLE_RATE * sampled)
+
+
+def summarize_stacks(lines: Sequence[str], ticks: int, top: int = 15) -> dict[str, Any]:
+    """Shares of ``ticks`` (sampling instants): threads busy, functions on CPU.
+
+    py-spy records only threads that are running, so a thread's share is the
+    fraction of the time it was busy. "self" counts the innermost frame,
+    "inclusive" every function on the stack, except those on nearly every
+    stack of their thread (the event loop, click), which say nothing.
+    """
+    threads: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    home: dict[str, str] = {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        thread, *frames = stack.split(";")
+        thread = thread.split(": ", 1)[-1]
+        n = int(count)
+        threads[thread] += n
+        # "Writer._commit (penin/ledger/writer.py:145)" -> "Writer._commit (…)".
+        frames = [re.sub(r":\d+\)$", ")", f) for f in frames] or ["(no Python frame)"]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+            home.setdefault(frame, thread)
+    informative = Counter(
+        {f: n for f, n in inclusive.items() if n < 0.9 * threads[home[f]]}
+    )
+
+    def shares(counter: Counter[str]) -> list[list[Any]]:
+        return [[k, round(n / ticks, 4)] for k, n in counter.most_common(top)]
+
+    return {
+        "ticks": ticks,
+        "samples": sum(threads.values()),
+        "threads": shares(threads),
+        "self": shares(own),
+        "inclusive": shares(informative),
+    }
+
+
+# -- the run -----------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    work: Path
+    use_wrk: bool
+    servers: dict[str, Server] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    acked: dict[str, list[str]] = field(default_factory=dict)
+    scripts: dict[str, Path] = field(default_factory=dict)
+
+    def measure(self, target: Target, run: str, seconds: int) -> Run:
+        server = self.servers[target.server]
+        token = self.tokens.get(target.server, "")
+        if self.use_wrk:
+            result = run_wrk(
+                server.url + target.path,
+                self.scripts[target.method],
+                seconds,
+                token,
+                run,
+                acked_file=self.work / "acked.txt",
+            )
+        else:
+            count = self.plan.client_requests
+            result = asyncio.run(_client_run(target, server.url, token, run, count))
+        self.acked.setdefault(target.server, []).extend(result.acked)
+
+        return result
+
+    def rounds(self) -> dict[str, list[Run]]:
+        for target in TARGETS:
+            self.measure(target, f"warmup-{target.key}", self.plan.warmup_s)
+        runs: dict[str, list[Run]] = {t.key: [] for t in TARGETS}
+        for i in range(self.plan.rounds):
+            for target in TARGETS:
+                result = self.measure(
+                    target, f"r{i}-{target.key}", self.plan.duration_s
+                )
+                runs[target.key].append(result)
+                print(
+                    f"  round {i + 1} {target.key}: {result.rps:,.0f}/s"
+                    f" p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms"
+                    f" failed {result.failed}",
+                    file=sys.stderr,
+                )
+
+        return runs
+
+
+def figures_of(runs: dict[str, list[Run]]) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for key, measured in runs.items():
+        figures[f"{key}_rps"] = statistics.median(r.rps for r in measured)
+        figures[f"{key}_p50_ms"] = statistics.median(r.p50_ms for r in measured)
+        figures[f"{key}_p99_ms"] = statistics.median(r.p99_ms for r in measured)
+        figures[f"{key}_failed"] = sum(r.failed for r in measured)
+    for key in ("health", "append", "append_logged"):
+        # The ratio of each round's pair, so that drift between rounds cancels.
+        pairs = zip(runs[key], runs["floor"], strict=True)
+        figures[f"{key}_vs_floor"] = statistics.median(a.rps / f.rps for a, f in pairs)
+
+    return figures
+
+
+def machine(work: Path) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk = "absent"
+    if shutil.which("wrk"):
+        done = subprocess.run(
+            ["wrk", "-v"], capture_output=True, text=True, check=False
+        )
+        wrk = (done.stdout or done.stderr).split("[")[0].strip()
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in ("uvicorn", "fastapi", "starlette", "httptools", "uvloop")
+    }
+
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        **versions,
+        "wrk": wrk,
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg()[0],
+        "data_dir": str(work),
+    }
+
+
+def run(args: argparse.Namespace, plan: Plan, work: Path) -> dict[str, Any]:
+    bench = Bench(plan, work, use_wrk=not args.no_wrk, scripts=write_lua(work))
+    about = machine(work)
+    started = startup(work, plan.startups)
+    with contextlib.ExitStack() as stack:
+        for name, level in (("node", "warning"), ("node_logged", "info")):
+            bench.servers[name], bench.tokens[name] = start_node(name, level, work)
+            stack.callback(stop, bench.servers[name])
+        bench.servers["floor"] = start_floor(work)
+        stack.callback(stop, bench.servers["floor"])
+        for server in bench.servers.values():
+            wait_ready(server, "/" if server.name == "floor" else "/livez")
+
+        runs = bench.rounds()
+        figures = {**figures_of(runs), **started}
+        figures["append_records_per_fsync"] = records_per_fsync(bench.servers["node"])
+        hot_spots = None
+        if args.profile:
+            append = TARGETS[2]
+            hot_spots = profile(
+                args.profile,
+                bench.servers["node"],
+                lambda: bench.measure(append, "profile", plan.duration_s),
+                plan.duration_s,
+            )
+        about["loadavg_at_end"] = os.getloadavg()[0]
+    # Every node has stopped (so every queued append is flushed) from here on.
+    durable = {
+        name: durability(bench.servers[name].data_dir or work, bench.acked[name])
+        for name in ("node", "node_logged")
+    }
+    figures["acknowledged_appends"] = sum(d["acknowledged"] for d in durable.values())
+    figures["acknowledged_missing"] = sum(d["missing"] for d in durable.values())
+    figures["unacknowledged_appended"] = sum(
+        d["unacknowledged"] for d in durable.values()
+    )
+    figures["ledgers_verified"] = all(d["verified"] for d in durable.values())
+    with bench.servers["node_logged"].log.open("rb") as log:
+        figures["access_log_lines"] = sum(1 for _ in log)
+
+    return {
+        "machine": about,
+        "figures": figures,
+        "runs": {
+            key: [r.summary() for r in measured] for key, measured in runs.items()
+        },
+        "durability": durable,
+        "profile": hot_spots,
+    }
+
+
+# -- reporting ---------------------------------------------------------------
+
+
+def show(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value * 100:,.0f} %"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "bool":
+        return "yes" if value else "no"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "n":
+        return f"{value:,.1f}" if value % 1 else f"{value:,.0f}"
+
+    return f"{value:,.0f}/s"
+
+
+def table(figures: dict[str, float]) -> list[dict[str, str]]:
+    rows = []
+    for figure in FIGURES:
+        value = figures[figure.key]
+        met = "—" if figure.met is None else ("yes" if figure.met(value) else "NO")
+        rows.append(
+            {
+                "figure": figure.label,
+                "result": show(value, figure.unit),
+                "target": figure.target,
+                "met": met,
+            }
+        )
+
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    about, figures = result["machine"], result["figures"]
+    plan, rounds = result["plan"], result["plan"]["rounds"]
+    runs = f"{rounds} runs" if rounds > 1 else "one run"
+    how = (
+        f"`wrk -t{WRK_THREADS} -c{CONNECTIONS}` on loopback"
+        if result["load_generator"] == "wrk"
+        else f"A smoke run: an httpx client, {CLIENT_CONCURRENCY} requests at a "
+        "time, measures itself more than the servers. These figures are no "
+        "benchmark; run without --no-wrk for one. The client runs on loopback"
+    )
+    lines = [
+        "## HTTP node: requests/s and latency",
+        "",
+        f"{how} against three servers "
+        "started by the benchmark, each one uvicorn process (uvloop, httptools, "
+        "no uvicorn access log): `penin serve` at log level warning, `penin serve` "
+        "with the default info-level JSON access log (to a file), and a FastAPI "
+        "app with one route returning a constant, the framework's floor. Targets "
+        "run interleaved, round by round; each figure is the median of "
+        f"{runs} of {plan['duration_s']} s, "
+        "each ratio the median of the per-round ratios.",
+        "",
+        "| figure | result | target | met? |",
+        "|---|---|---|---|",
+        *(f"| {r['figure']} | {r['result']} | {r['target']} | {r['met']} |"
+          for r in result["table"]),
+        "",
+        f"Reproduce: `{result['command']}`",
+        "",
+        f"Machine: nproc {about['nproc']} ({about['cpu']}), Python "
+        f"{about['python']}, uvicorn {about['uvicorn']}, FastAPI {about['fastapi']}, "
+        f"Starlette {about['starlette']}, {about['wrk']}; load average "
+        f"{about['loadavg_at_start']:.2f} at the start. The load generator and "
+        f"the server share these {about['nproc']} cores, so every figure is "
+        "lower than on a machine where they run apart.",
+        "",
+        f"Durability: {figures['acknowledged_appends']:,} appends acknowledged "
+        "with 201, each looked up by its request id after the nodes stopped: "
+        f"{figures['acknowledged_missing']:,} missing; "
+        f"{figures['unacknowledged_appended']:,} more were appended without an "
+        "acknowledgement (in flight when wrk stopped, at most 64 a run); "
+        f"`penin ledger verify`: {'ok' if figures['ledgers_verified'] else 'FAILED'}.",
+    ]  # fmt: skip
+    if result["profile"]:
+        lines += profile_markdown(result["profile"])
+
+    return "\n".join(lines) + "\n"
+
+
+def profile_markdown(hot: dict[str, Any]) -> list[str]:
+    def rows(pairs: list[list[Any]]) -> list[str]:
+        return [f"| `{name}` | {share * 100:.1f} % |" for name, share in pairs]
+
+    return [
+        "",
+        "Profile of the append route (node at log level warning) under the same "
+        f"load: py-spy, {hot['ticks']:,} sampling instants; a share is the "
+        "fraction of them at which the thread, or a function, was on the CPU.",
+        "",
+        "| thread | busy |",
+        "|---|---|",
+        *rows(hot["threads"]),
+        "",
+        "| function (self) | share |",
+        "|---|---|",
+        *rows(hot["self"]),
+        "",
+        "| function (inclusive) | share |",
+        "|---|---|",
+        *rows(hot["inclusive"]),
+    ]
+
+
+def print_table(rows: list[dict[str, str]], about: dict[str, Any]) -> None:
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    print(
+        f"nproc {about['nproc']} · {about['cpu']} · Python {about['python']}"
+        f" · uvicorn {about['uvicorn']} · {about['wrk']}"
+        f" · load {about['loadavg_at_start']:.2f}"
+    )
+    print("  ".join(k.ljust(widths[k]) for k in widths))
+    for row in rows:
+        print("  ".join(row[k].ljust(widths[k]) for k in widths))
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="node-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, metavar="S", help="seconds a run")
+    parser.add_argument("--quick", action="store_true", help="short runs, 1 round")
+    parser.add_argument(
+        "--no-wrk", action="store_true", help="smoke run with an httpx client"
+    )
+    parser.add_argument(
+        "--profile", nargs="?", const="py-spy", metavar="PY_SPY",
+        help="also profile the append route with py-spy (path to the executable)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.duration is not None:
+        plan = Plan(
+            plan.rounds, args.duration, plan.warmup_s, plan.client_requests,
+            plan.startups,
+        )  # fmt: skip
+    if not args.no_wrk and shutil.which("wrk") is None:
+        print(
+            "wrk is not installed: run 'apt-get install wrk' (Debian, Ubuntu),"
+            " or pass --no-wrk for a smoke run without it",
+            file=sys.stderr,
+        )
+        return 2
+    if args.profile and shutil.which(args.profile) is None:
+        print(
+            f"{args.profile} not found: run 'pip install --target /tmp/py-spy"
+            " py-spy' and pass --profile /tmp/py-spy/bin/py-spy",
+            file=sys.stderr,
+        )
+        return 2
+
+    with scratch_dir() as work:
+        result = run(args, plan, work)
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a]
+    result.update(
+        load_generator="wrk" if not args.no_wrk else "httpx (smoke run)",
+        plan=asdict(plan),
+        command=shlex.join([".venv/bin/python", "benchmarks/node_bench.py", *shown]),
+        table=table(result["figures"]),
+    )
+    print_table(result["table"], result["machine"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md').name}")
+
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
