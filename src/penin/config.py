@@ -8,10 +8,10 @@ environment or files, never from this file's values, and never logged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,8 @@ class ConfigError(Exception):
 
 
 class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     tls_cert: Path | None = None
@@ -34,12 +36,21 @@ class ServerSettings(BaseModel):
 
 
 class LedgerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     checkpoint_interval_s: float = Field(60.0, gt=0)
 
 
 class LogSettings(BaseModel):
-    level: str = "info"
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
     json_lines: bool | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -72,11 +83,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top")
 
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint and where it stopped, on one line."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"{exc.problem or exc.context} at {where}"
+
+    return " ".join(str(exc).split())
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,10 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="penin")
 def cli() -> None:
     """PENIN-Ω: a self-improving, auditable LLM gateway."""
-    configure("warning")
+    try:
+        configure("warning")
+    except ValueError as exc:  # PENIN_LOG_LEVEL names no level
+        raise click.UsageError(str(exc)) from None
 
 
 cli.add_command(ledger)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ssl
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -11,7 +12,6 @@ import click
 import structlog
 import uvicorn
 
-from penin.api.app import create_app
 from penin.config import ConfigError, load_settings
 from penin.observability.logging import configure
 
@@ -25,6 +25,26 @@ class _Server(uvicorn.Server):
         # the exit status "killed". A signal is how operators stop the node on
         # purpose, so a clean drain exits 0.
         self._captured_signals.clear()
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the pair once before uvicorn does: its errors name neither file."""
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise click.UsageError(f"{flag} {path}: {exc.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise click.UsageError(f"--tls-cert {cert}: holds no PEM certificate") from None
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError:
+        raise click.UsageError(
+            f"--tls-key {key}: not the PEM private key of {cert}"
+        ) from None
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -54,7 +74,13 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     tls = settings.server
     if (tls.tls_cert is None) != (tls.tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls.tls_cert is not None and tls.tls_key is not None:
+        _check_tls(tls.tls_cert, tls.tls_key)
     configure(settings.log.level, json=settings.log.json_lines)
+    # Imported here: FastAPI takes a third of a second to import, which every
+    # other penin command would pay for nothing.
+    from penin.api.app import create_app  # noqa: PLC0415
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.server.host,

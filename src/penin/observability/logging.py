@@ -17,9 +17,11 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     """Set up structlog once per process; ``PENIN_LOG_LEVEL``/``PENIN_LOG_JSON`` win."""
-    name = (os.environ.get("PENIN_LOG_LEVEL") or level or "info").lower()
+    from_env = os.environ.get("PENIN_LOG_LEVEL")
+    name = (from_env or level or "info").lower()
     if name not in _LEVELS:
-        raise ValueError(f"log level {name!r} is not one of {', '.join(_LEVELS)}")
+        source = "PENIN_LOG_LEVEL" if from_env else "log level"
+        raise ValueError(f"{source} {name!r} is not one of {', '.join(_LEVELS)}")
     env_json = os.environ.get("PENIN_LOG_JSON")
     if env_json is not None:
         json = env_json.lower() in ("1", "true", "yes")
