@@ -32,12 +32,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import tables
 from penin.ledger import merkle, store
 from penin.ledger.backup import backup, restore
 from penin.ledger.ledger import WORMLedger
 from penin.ledger.record import canonical_payload, now_ts
 from penin.ledger.verify import verify_file
 from penin.observability.logging import configure
+from tables import Figure
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "benchmarks" / "results" / "ledger.json"
@@ -65,15 +67,6 @@ class Sizes:
 
 FULL = Sizes(3, 2000, 400, 40, FLOOR_BATCH * 3000, 1_000_000, 2000)
 QUICK = Sizes(1, 100, 20, 2, FLOOR_BATCH * 100, 50_000, 200)
-
-
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    label: str
-    unit: str
-    target: str = "—"
-    met: Callable[[float], bool] | None = None
 
 
 FIGURES = (
@@ -420,43 +413,12 @@ def run(sizes: Sizes, work: Path) -> tuple[dict[str, float], dict[str, list[floa
     return figures, runs
 
 
-def show(value: float, unit: str) -> str:
-    if unit == "%":
-        return f"{value * 100:,.0f} %"
-    if unit == "ms":
-        return f"{value:.3f} ms"
-    if unit == "MB/s":
-        return f"{value:,.1f} MB/s"
-
-    return f"{value:,.0f}/s"
-
-
-def table(figures: dict[str, float]) -> list[dict[str, str]]:
-    rows = []
-    for figure in FIGURES:
-        value = figures[figure.key]
-        met = "—" if figure.met is None else ("yes" if figure.met(value) else "NO")
-        rows.append(
-            {
-                "figure": figure.label,
-                "result": show(value, figure.unit),
-                "target": figure.target,
-                "met": met,
-            }
-        )
-
-    return rows
-
-
 def print_table(rows: list[dict[str, str]], about: dict[str, Any]) -> None:
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
-    print(
+    tables.print_rows(
+        rows,
         f"nproc {about['nproc']} · {about['cpu']} · Python {about['python']}"
-        f" · SQLite {about['sqlite']} · {about['filesystem']}"
+        f" · SQLite {about['sqlite']} · {about['filesystem']}",
     )
-    print("  ".join(k.ljust(widths[k]) for k in widths))
-    for row in rows:
-        print("  ".join(row[k].ljust(widths[k]) for k in widths))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "tmpfs" in about["filesystem"]:
             print("warning: scratch is in RAM; fsync costs nothing", file=sys.stderr)
         figures, runs = run(sizes, work)
-    rows = table(figures)
+    rows = tables.rows(figures, FIGURES)
     print_table(rows, about)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {

@@ -38,14 +38,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import tables
 from penin.ledger import store
+from tables import Figure
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "benchmarks" / "results" / "node.json"
@@ -95,15 +97,6 @@ TARGETS = (
     Target("append_logged", "node_logged", "POST", APPEND_PATH,
            f"POST {APPEND_PATH}, access log on"),
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Figure:
-    key: str
-    label: str
-    unit: str
-    target: str = "—"
-    met: Callable[[float], bool] | None = None
 
 
 def _rate_figures(key: str, label: str, *, slo: bool) -> tuple[Figure, ...]:
@@ -764,38 +757,6 @@ def run(args: argparse.Namespace, plan: Plan, work: Path) -> dict[str, Any]:
 # -- reporting ---------------------------------------------------------------
 
 
-def show(value: float, unit: str) -> str:
-    if unit == "%":
-        return f"{value * 100:,.0f} %"
-    if unit == "ms":
-        return f"{value:.1f} ms"
-    if unit == "bool":
-        return "yes" if value else "no"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "n":
-        return f"{value:,.1f}" if value % 1 else f"{value:,.0f}"
-
-    return f"{value:,.0f}/s"
-
-
-def table(figures: dict[str, float]) -> list[dict[str, str]]:
-    rows = []
-    for figure in FIGURES:
-        value = figures[figure.key]
-        met = "—" if figure.met is None else ("yes" if figure.met(value) else "NO")
-        rows.append(
-            {
-                "figure": figure.label,
-                "result": show(value, figure.unit),
-                "target": figure.target,
-                "met": met,
-            }
-        )
-
-    return rows
-
-
 def markdown(result: dict[str, Any]) -> str:
     about, figures = result["machine"], result["figures"]
     plan, rounds = result["plan"], result["plan"]["rounds"]
@@ -871,15 +832,12 @@ def profile_markdown(hot: dict[str, Any]) -> list[str]:
 
 
 def print_table(rows: list[dict[str, str]], about: dict[str, Any]) -> None:
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
-    print(
+    tables.print_rows(
+        rows,
         f"nproc {about['nproc']} · {about['cpu']} · Python {about['python']}"
         f" · uvicorn {about['uvicorn']} · {about['wrk']}"
-        f" · load {about['loadavg_at_start']:.2f}"
+        f" · load {about['loadavg_at_start']:.2f}",
     )
-    print("  ".join(k.ljust(widths[k]) for k in widths))
-    for row in rows:
-        print("  ".join(row[k].ljust(widths[k]) for k in widths))
 
 
 @contextlib.contextmanager
@@ -932,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_generator="wrk" if not args.no_wrk else "httpx (smoke run)",
         plan=asdict(plan),
         command=shlex.join([".venv/bin/python", "benchmarks/node_bench.py", *shown]),
-        table=table(result["figures"]),
+        table=tables.rows(result["figures"], FIGURES),
     )
     print_table(result["table"], result["machine"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
