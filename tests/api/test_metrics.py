@@ -52,3 +52,17 @@ def test_metrics_declare_the_alerting_series(live: LiveServer) -> None:
     assert "# TYPE penin_errors_total counter" in text
     assert "# TYPE worm_replication_lag_seconds gauge" in text
     assert "# TYPE penin_http_request_duration_seconds histogram" in text
+
+
+def test_methods_outside_the_standard_set_share_one_series(live: LiveServer) -> None:
+    # WebDAV methods: the HTTP parser takes them, the node serves none of them.
+    with live.client() as http:
+        for method in ("PROPFIND", "MKCOL", "LOCK", "PURGE"):
+            assert http.request(method, "/livez").status_code == 405
+        response = http.get("/metrics")
+
+    methods = {
+        s.labels["method"] for s in _samples(response.text, "penin_http_requests_total")
+    }
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "other"}

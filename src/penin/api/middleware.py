@@ -25,6 +25,12 @@ log = structlog.get_logger("penin.http")
 # asked /readyz): their 503s are answers, not failed operations.
 PROBE_ROUTES = frozenset({"/health", "/readyz", "/primary", "/replica"})
 
+# Any token is a method to HTTP; metrics label the standard ones by name and
+# the rest "other", so that clients cannot mint new series.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
 # Scope key of the requests the app sends itself at startup (app._warm_up).
 WARM_UP = "penin.warm_up"
 
@@ -47,6 +53,7 @@ class NodeMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get(WARM_UP):
@@ -101,9 +108,18 @@ class NodeMiddleware:
     ) -> None:
         elapsed = time.perf_counter() - started
         route = getattr(scope.get("route"), "path", None) or "unmatched"
-        method = scope["method"]
-        NODE_METRICS.requests.labels(route, method, str(status)).inc()
-        NODE_METRICS.latency.labels(route, method).observe(elapsed)
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        series = self._series.get((route, method, status))
+        if series is None:
+            # labels() locks and hashes on every call; a route's series are
+            # looked up once. Routes are templates, so the dict stays small.
+            series = (
+                NODE_METRICS.requests.labels(route, method, str(status)),
+                NODE_METRICS.latency.labels(route, method),
+            )
+            self._series[(route, method, status)] = series
+        series[0].inc()
+        series[1].observe(elapsed)
         if status >= 500 and route not in PROBE_ROUTES:
             NODE_METRICS.errors.labels("http").inc()
         log.info(

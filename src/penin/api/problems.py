@@ -118,6 +118,7 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, str, list[str]
     message = str(errors[0].get("msg", "invalid"))
     if fields[0] == "body" and errors[0].get("type") in (
         "model_attributes_type",
+        "model_type",
         "dict_type",
     ):
         message += "; send a JSON object with Content-Type: application/json"
