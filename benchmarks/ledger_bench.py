@@ -40,6 +40,7 @@ from penin.ledger.record import canonical_payload, now_ts
 from penin.ledger.verify import verify_file
 from penin.observability.logging import configure
 from tables import Figure
+from workload import EVENT_TYPE, router_request
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "benchmarks" / "results" / "ledger.json"
@@ -47,7 +48,6 @@ WRITERS = 64
 FLOOR_BATCH = 64
 BIG_BATCH = 1000
 MB = 1_000_000
-EVENT_TYPE = "router.request"
 INSERT = (
     "INSERT INTO records (seq, ts, event_type, payload, term, prev_hash,"
     " idempotency_key, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -97,17 +97,7 @@ FIGURES = (
 
 
 def payload(i: int) -> dict[str, Any]:
-    """A router request as the gateway logs it (about 160 bytes canonical)."""
-    return {
-        "request_id": f"req-{i:012d}",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "tokens_in": 812,
-        "tokens_out": 143,
-        "latency_ms": 412.5,
-        "cost_usd": 0.000231,
-        "verdict": "pass",
-    }
+    return router_request(f"req-{i:012d}")
 
 
 def raw_rows(count: int, *, with_seq: bool) -> list[tuple[object, ...]]:

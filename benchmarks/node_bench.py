@@ -48,6 +48,7 @@ import httpx
 import tables
 from penin.ledger import store
 from tables import Figure
+from workload import EVENT_TYPE, router_request
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "benchmarks" / "results" / "node.json"
@@ -55,7 +56,6 @@ BIN = Path(sys.executable).parent
 CONNECTIONS = 64
 WRK_THREADS = 2
 CLIENT_CONCURRENCY = 8
-EVENT_TYPE = "router.request"
 APPEND_PATH = "/v1/ledger/records"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 35.0  # the node drains for up to 30 s before it gives up
@@ -167,19 +167,7 @@ class Run:
 
 def append_body(request_id: str) -> dict[str, Any]:
     """A router request as the gateway logs it, keyed by a unique request id."""
-    return {
-        "event_type": EVENT_TYPE,
-        "payload": {
-            "request_id": request_id,
-            "provider": "openai",
-            "model": "gpt-4o-mini",
-            "tokens_in": 812,
-            "tokens_out": 143,
-            "latency_ms": 412.5,
-            "cost_usd": 0.000231,
-            "verdict": "pass",
-        },
-    }
+    return {"event_type": EVENT_TYPE, "payload": router_request(request_id)}
 
 
 REPORT_LUA = r"""
