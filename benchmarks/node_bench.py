@@ -24,14 +24,10 @@ import asyncio
 import contextlib
 import importlib.metadata
 import json
-import math
 import os
 import platform
-import re
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,24 +42,33 @@ from typing import Any
 import httpx
 
 import tables
+from loadgen import (
+    APPEND_PATH,
+    CLIENT_CONCURRENCY,
+    CONNECTIONS,
+    WRK_THREADS,
+    Run,
+    append_body,
+    client_run,
+    run_wrk,
+    write_lua,
+)
 from penin.ledger import store
+from pyspy import profile
+from servers import (
+    START_TIMEOUT_S,
+    Server,
+    penin,
+    start_floor,
+    start_node,
+    stop,
+    wait_ready,
+)
 from tables import Figure
-from workload import EVENT_TYPE, router_request
+from workload import EVENT_TYPE
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "benchmarks" / "results" / "node.json"
-BIN = Path(sys.executable).parent
-CONNECTIONS = 64
-WRK_THREADS = 2
-CLIENT_CONCURRENCY = 8
-APPEND_PATH = "/v1/ledger/records"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 35.0  # the node drains for up to 30 s before it gives up
-CLI_TIMEOUT_S = 120.0
-UVICORN_FLAGS = (
-    "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-    "--no-server-header", "--log-level", "warning",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,286 +139,6 @@ FIGURES = (
            "n"),
     Figure("ledgers_verified", "every ledger verifies", "bool", "yes", bool),
 )  # fmt: skip
-
-
-# -- load generators ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    """One measurement: what a load generator saw against one target."""
-
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    failed: int  # non-2xx responses and socket errors
-    acked: tuple[str, ...] = field(default=(), repr=False)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    def summary(self) -> dict[str, float]:
-        return {
-            "requests": self.requests,
-            "seconds": round(self.seconds, 3),
-            "rps": round(self.rps, 1),
-            "p50_ms": round(self.p50_ms, 3),
-            "p99_ms": round(self.p99_ms, 3),
-            "failed": self.failed,
-        }
-
-
-def append_body(request_id: str) -> dict[str, Any]:
-    """A router request as the gateway logs it, keyed by a unique request id."""
-    return {"event_type": EVENT_TYPE, "payload": router_request(request_id)}
-
-
-REPORT_LUA = r"""
-function done(summary, latency, requests)
-  local unparsed = 0
-  if threads ~= nil then
-    -- Every thread's acknowledged request ids, for the durability check.
-    local out = assert(io.open(os.getenv("NODE_BENCH_ACKED"), "w"))
-    for _, thread in ipairs(threads) do
-      for _, id in ipairs(thread:get("acked")) do out:write(id, "\n") end
-      unparsed = unparsed + thread:get("unparsed")
-    end
-    out:close()
-  end
-  local e = summary.errors
-  io.write(string.format(
-    [[node_bench {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,]]
-    .. [["failed":%d,"unparsed":%d}]] .. "\n",
-    summary.requests, summary.duration, latency:percentile(50),
-    latency:percentile(99), e.status + e.connect + e.read + e.write + e.timeout,
-    unparsed))
-end
-"""
-
-# The body varies per request by its request id: "<run>-<thread>-<counter>".
-APPEND_LUA = r"""
-threads = {}
-local body = [[%BODY%]]
-
-function setup(thread)
-  thread:set("thread_index", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  run, counter, acked, unparsed = args[2], 0, {}, 0
-  auth = {["Authorization"] = "Bearer " .. args[1],
-          ["Content-Type"] = "application/json"}
-end
-
-function request()
-  counter = counter + 1
-  local id = string.format("%s-%d-%d", run, thread_index, counter)
-  return wrk.format("POST", "%PATH%", auth, string.format(body, id))
-end
-
-function response(status, _, text)
-  if status == 201 then
-    local id = string.match(text, '"request_id":"([^"]+)"')
-    if id then acked[#acked + 1] = id else unparsed = unparsed + 1 end
-  end
-end
-"""
-
-
-def write_lua(work: Path) -> dict[str, Path]:
-    body = json.dumps(append_body("%s"), separators=(",", ":"))
-    append = APPEND_LUA.replace("%BODY%", body).replace("%PATH%", APPEND_PATH)
-    scripts = {"GET": work / "get.lua", "POST": work / "append.lua"}
-    scripts["GET"].write_text(REPORT_LUA)
-    scripts["POST"].write_text(append + REPORT_LUA)
-
-    return scripts
-
-
-def run_wrk(url: str, script: Path, seconds: int, *args: str, acked_file: Path) -> Run:
-    command = [
-        "wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s",
-        "--timeout", "10s", "-s", str(script), url, "--", *args,
-    ]  # fmt: skip
-    env = {**os.environ, "NODE_BENCH_ACKED": str(acked_file)}
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-        env=env,
-    )
-    line = next(x for x in done.stdout.splitlines() if x.startswith("node_bench "))
-    report = json.loads(line.removeprefix("node_bench "))
-    if report["unparsed"]:
-        raise RuntimeError(f"{report['unparsed']} responses named no request_id")
-    acked: tuple[str, ...] = ()
-    if acked_file.exists():
-        acked = tuple(acked_file.read_text().split())
-        acked_file.unlink()
-
-    return Run(
-        requests=report["requests"],
-        seconds=report["duration_us"] / 1e6,
-        p50_ms=report["p50_us"] / 1000,
-        p99_ms=report["p99_us"] / 1000,
-        failed=report["failed"],
-        acked=acked,
-    )
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest value at or above ``fraction``."""
-    ordered = sorted(values)
-    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
-
-
-async def _client_run(target: Target, url: str, token: str, run: str, n: int) -> Run:
-    latencies: list[float] = []
-    acked: list[str] = []
-    statuses: Counter[int] = Counter()
-    todo = iter(range(n))
-    auth = {"Authorization": f"Bearer {token}"}
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for i in todo:
-            request_id = f"{run}-0-{i}"
-            started = time.perf_counter()
-            if target.method == "POST":
-                body = append_body(request_id)
-                response = await client.post(target.path, json=body, headers=auth)
-            else:
-                response = await client.get(target.path)
-            latencies.append(time.perf_counter() - started)
-            statuses[response.status_code] += 1
-            if response.status_code == 201:
-                acked.append(request_id)
-
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        started = time.perf_counter()
-        workers = [worker(client) for _ in range(CLIENT_CONCURRENCY)]
-        await asyncio.wait_for(asyncio.gather(*workers), timeout=CLI_TIMEOUT_S)
-        elapsed = time.perf_counter() - started
-    failed = sum(c for status, c in statuses.items() if not 200 <= status < 300)
-
-    return Run(
-        requests=len(latencies),
-        seconds=elapsed,
-        p50_ms=percentile(latencies, 0.50) * 1000,
-        p99_ms=percentile(latencies, 0.99) * 1000,
-        failed=failed,
-        acked=tuple(acked),
-    )
-
-
-# -- servers -----------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-    data_dir: Path | None = None
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-
-    return port
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """The environment without the caller's PENIN_* settings, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PENIN_")}
-    return {**env, **values}
-
-
-def penin(*args: str) -> str:
-    done = subprocess.run(
-        [str(BIN / "penin"), *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-        env=clean_env(),
-    )
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"penin {' '.join(args)} failed: {done.stderr.strip()}")
-
-    return done.stdout
-
-
-def spawn(name: str, command: list[str], env: dict[str, str], work: Path) -> Server:
-    port = free_port()
-    log = work / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=work,
-        )
-
-    return Server(name, process, f"http://127.0.0.1:{port}", log)
-
-
-def start_node(name: str, level: str, work: Path) -> tuple[Server, str]:
-    """A node with its own ledger and an append key; returns it and the token."""
-    data_dir = work / name
-    penin("ledger", "init", "--data-dir", str(data_dir))
-    key = json.loads(penin("keys", "create", "--data-dir", str(data_dir),
-                           "--scope", "append", "--json"))  # fmt: skip
-    env = clean_env(PENIN_LOG_LEVEL=level, PENIN_LOG_JSON="1")
-    command = [str(BIN / "penin"), "serve", "--data-dir", str(data_dir)]
-    server = spawn(name, command, env, work)
-    server.data_dir = data_dir
-
-    return server, key["token"]
-
-
-def start_floor(work: Path) -> Server:
-    command = [
-        str(BIN / "uvicorn"), "floor_app:app", "--app-dir", str(Path(__file__).parent),
-        "--host", "127.0.0.1", *UVICORN_FLAGS,
-    ]  # fmt: skip
-    return spawn("floor", command, clean_env(), work)
-
-
-def wait_ready(server: Server, path: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name} not ready in {START_TIMEOUT_S} s")
-
-
-def stop(server: Server) -> None:
-    """SIGTERM, a bounded wait for the drain, then SIGKILL."""
-    if server.process.poll() is not None:
-        return
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"  {server.name} ignored SIGTERM; killing it", file=sys.stderr)
-        server.process.kill()
-        server.process.wait(timeout=10)
 
 
 # -- startup -----------------------------------------------------------------
@@ -520,80 +245,6 @@ def durability(data_dir: Path, acked: list[str]) -> dict[str, Any]:
     }
 
 
-# -- profile -----------------------------------------------------------------
-
-
-SAMPLE_RATE = 100
-
-
-def profile(py_spy: str, server: Server, load: Any, seconds: int) -> dict[str, Any]:
-    """Sample the node with py-spy while ``load`` drives it; shares by function."""
-    raw = Path(tempfile.mkdtemp(prefix="node-bench-")) / "profile.txt"
-    sampled = seconds - 2  # inside the load, clear of its start and end
-    command = [
-        py_spy, "record", "-p", str(server.process.pid), "-d", str(sampled),
-        "-r", str(SAMPLE_RATE), "--threads", "--format", "raw", "-o", str(raw),
-    ]  # fmt: skip
-    sampler = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        load()
-        _, err = sampler.communicate(timeout=seconds + 30)
-    finally:
-        if sampler.poll() is None:
-            sampler.kill()
-            sampler.wait(timeout=10)
-    try:
-        stacks = raw.read_text().splitlines()
-    except FileNotFoundError:
-        raise RuntimeError(f"py-spy wrote no profile: {err.decode()[-500:]}") from None
-    finally:
-        shutil.rmtree(raw.parent, ignore_errors=True)
-
-    return summarize_stacks(stacks, SAMPLE_RATE * sampled)
-
-
-def summarize_stacks(lines: Sequence[str], ticks: int, top: int = 15) -> dict[str, Any]:
-    """Shares of ``ticks`` (sampling instants): threads busy, functions on CPU.
-
-    py-spy records only threads that are running, so a thread's share is the
-    fraction of the time it was busy. "self" counts the innermost frame,
-    "inclusive" every function on the stack, except those on nearly every
-    stack of their thread (the event loop, click), which say nothing.
-    """
-    threads: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    home: dict[str, str] = {}
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        thread, *frames = stack.split(";")
-        thread = thread.split(": ", 1)[-1]
-        n = int(count)
-        threads[thread] += n
-        # "Writer._commit (penin/ledger/writer.py:145)" -> "Writer._commit (…)".
-        frames = [re.sub(r":\d+\)$", ")", f) for f in frames] or ["(no Python frame)"]
-        own[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-            home.setdefault(frame, thread)
-    informative = Counter(
-        {f: n for f, n in inclusive.items() if n < 0.9 * threads[home[f]]}
-    )
-
-    def shares(counter: Counter[str]) -> list[list[Any]]:
-        return [[k, round(n / ticks, 4)] for k, n in counter.most_common(top)]
-
-    return {
-        "ticks": ticks,
-        "samples": sum(threads.values()),
-        "threads": shares(threads),
-        "self": shares(own),
-        "inclusive": shares(informative),
-    }
-
-
 # -- the run -----------------------------------------------------------------
 
 
@@ -621,7 +272,9 @@ class Bench:
             )
         else:
             count = self.plan.client_requests
-            result = asyncio.run(_client_run(target, server.url, token, run, count))
+            result = asyncio.run(
+                client_run(target.method, target.path, server.url, token, run, count)
+            )
         self.acked.setdefault(target.server, []).extend(result.acked)
 
         return result
