@@ -9,7 +9,8 @@ from pathlib import Path
 
 from harness import LiveServer, bearer, penin, wait_for
 
-from penin.keys import Scope
+from penin.keys import KeyRing, Scope
+from penin.ledger.ledger import WORMLedger
 
 REVOKE_WAIT_S = 10
 
@@ -132,3 +133,31 @@ def test_only_the_sha256_of_a_token_reaches_the_ledger(
     assert server.stop() == 0
     assert "ledger.db" in _files_hold(server.data_dir, stored["token_sha256"])
     assert _files_hold(server.data_dir, _secret(token)) == []
+
+
+def test_a_key_minted_elsewhere_right_after_a_refresh_authenticates_at_once(
+    ledger: WORMLedger,
+) -> None:
+    node_ring = KeyRing(ledger)
+    node_ring.refresh()
+    other = WORMLedger(ledger.path).initialize()
+    try:
+        token, key = KeyRing(other).create(Scope.READ)
+    finally:
+        other.close()
+
+    found = node_ring.authenticate(token)
+
+    assert found is not None
+    assert found.key_id == key.key_id
+
+
+def test_an_unknown_key_id_is_refused_and_a_wrong_secret_too(
+    ledger: WORMLedger,
+) -> None:
+    ring = KeyRing(ledger)
+    token, key = ring.create(Scope.ADMIN)
+
+    assert ring.authenticate(f"pk_{key.key_id}_not-the-secret") is None
+    assert ring.authenticate("pk_000000000000_whatever") is None
+    assert ring.authenticate(token) == key

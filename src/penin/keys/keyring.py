@@ -116,9 +116,12 @@ class KeyRing:
                     self._keys[key_id] = ApiKey(**{**old.__dict__, "revoked": True})
             cursor = batch[-1].seq
 
-    def _maybe_refresh(self, force: bool = False) -> None:
-        if force or time.monotonic() - self._refreshed > _REFRESH_S:
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._refreshed > _REFRESH_S:
             self.refresh()
+
+    def _ledger_grew(self) -> bool:
+        return self._ledger.count_records() - 1 > self._after_seq
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The key a bearer token belongs to, or None; compared in constant time."""
@@ -127,8 +130,10 @@ class KeyRing:
             return None
         self._maybe_refresh()
         key = self._keys.get(key_id)
-        if key is None and time.monotonic() - self._refreshed > 0.1:
-            self._maybe_refresh(force=True)
+        if key is None and self._ledger_grew():
+            # A key minted a moment ago; checking for growth costs one index
+            # lookup, so a flood of unknown ids cannot force full re-reads.
+            self.refresh()
             key = self._keys.get(key_id)
         expected = key.token_sha256 if key else "0" * 64
         matches = hmac.compare_digest(_digest(token), expected)
