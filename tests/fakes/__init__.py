@@ -1,0 +1,1 @@
+"""Fake LLM providers on loopback that speak each wire protocol and inject faults."""
