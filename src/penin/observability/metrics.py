@@ -24,7 +24,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(namespace="penin", registry=REGISTRY)
 
-ERROR_COMPONENTS = ("http", "checkpoint", "verify")
+ERROR_COMPONENTS = ("http", "checkpoint", "verify", "router", "cache")
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -131,8 +131,110 @@ class NodeMetrics:
         )
 
 
+class RouterMetrics:
+    """What the router reports about upstream calls, budgets and breakers."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "penin_router_requests_total",
+            "Upstream calls, by provider, provider model and outcome (ok or the "
+            "error kind).",
+            ["provider", "model", "outcome"],
+            registry=REGISTRY,
+        )
+        self.latency = Histogram(
+            "penin_router_upstream_duration_seconds",
+            "Time of a whole upstream call, by provider and provider model.",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=REGISTRY,
+        )
+        self.ttft = Histogram(
+            "penin_router_time_to_first_token_seconds",
+            "Time from sending a streaming call to its first chunk.",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=REGISTRY,
+        )
+        self.overhead = Histogram(
+            "penin_router_overhead_seconds",
+            "Time the node adds to a routed request: its whole time minus the "
+            "upstream call's.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                     0.05, 0.1),
+            registry=REGISTRY,
+        )  # fmt: skip
+        self.cost = Counter(
+            "penin_router_cost_usd_total",
+            "USD spent upstream, by provider model; estimated costs included.",
+            ["provider", "model"],
+            registry=REGISTRY,
+        )
+        self.budget_remaining = Gauge(
+            "penin_budget_remaining_usd",
+            "USD left today (UTC) under the daily budget (scope global), after "
+            "reservations in flight.",
+            ["scope"],
+            registry=REGISTRY,
+        )
+        self.budget_soft = Counter(
+            "penin_budget_soft_limit_total",
+            "Requests routed to the cheapest deployment because a budget passed "
+            "its soft limit.",
+            ["scope"],
+            registry=REGISTRY,
+        )
+        self.budget_refused = Counter(
+            "penin_budget_refused_total",
+            "Requests refused with 429 because a hard budget limit was reached.",
+            ["scope"],
+            registry=REGISTRY,
+        )
+        self.circuit_state = Gauge(
+            "penin_router_circuit_state",
+            "Circuit breaker of a deployment: 0 closed, 1 half-open, 2 open.",
+            ["deployment"],
+            registry=REGISTRY,
+        )
+
+
+class CacheMetrics:
+    """What the response cache reports, by level (l1 in process, l2 Redis)."""
+
+    def __init__(self) -> None:
+        self.hits = Counter(
+            "penin_cache_hits_total",
+            "Responses served from the cache, by level.",
+            ["level"],
+            registry=REGISTRY,
+        )
+        self.misses = Counter(
+            "penin_cache_misses_total",
+            "Cache look-ups that found nothing servable, by level.",
+            ["level"],
+            registry=REGISTRY,
+        )
+        self.integrity_failures = Counter(
+            "penin_cache_integrity_failures_total",
+            "Cached values whose HMAC seal did not verify; each was a miss.",
+            ["level"],
+            registry=REGISTRY,
+        )
+        self.l2_up = Gauge(
+            "penin_cache_l2_up",
+            "1 while the L2 cache (Redis) answers, 0 while it does not.",
+            registry=REGISTRY,
+        )
+        for level in ("l1", "l2"):
+            self.hits.labels(level)
+            self.misses.labels(level)
+            self.integrity_failures.labels(level)
+
+
 LEDGER_METRICS = LedgerMetrics()
 NODE_METRICS = NodeMetrics()
+ROUTER_METRICS = RouterMetrics()
+CACHE_METRICS = CacheMetrics()
 
 
 def render() -> bytes:

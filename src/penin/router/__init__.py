@@ -1,0 +1,1 @@
+"""The router: an OpenAI-compatible, cost-aware gateway over many providers."""
