@@ -11,6 +11,7 @@ done <<'LIST'
 sqlite3 sqlite3
 promtool prometheus
 wrk wrk
+redis-server redis-server
 LIST
 
 [ -z "$needed" ] && exit 0

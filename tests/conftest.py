@@ -1,4 +1,4 @@
-"""Fixtures for the whole suite: ledgers in tmp_path, data directories, tmpfs mounts."""
+"""Fixtures for the whole suite: ledgers, data directories, tmpfs mounts, Redis."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import redisd
 from helpers import ORIGIN, append_n, quiet_logs, run_command
 from penin.ledger.ledger import WORMLedger
 
@@ -57,3 +58,29 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     for point in reversed(mounts):
         # Lazy, so that a handle a failed test left open cannot keep it mounted.
         run_command("umount", "-l", str(point))
+
+
+# -- Redis ------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[redisd.RedisServer]:
+    """A redis-server of this test's own on a free loopback port."""
+    server = redisd.RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redisd.RedisCluster3]:
+    """A Redis Cluster of three primaries, shared by the tests of one module."""
+    cluster = redisd.RedisCluster3(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -11,11 +11,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+)
+
+from penin.router.config import (
+    BudgetConfig,
+    CacheConfig,
+    ModelConfig,
+    ProviderConfig,
+    RouterConfig,
+    RouterSettings,
+    check_references,
 )
 
 
@@ -62,6 +79,25 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
+    providers: list[ProviderConfig] = []
+    models: list[ModelConfig] = []
+    budget: BudgetConfig = BudgetConfig()
+    cache: CacheConfig = CacheConfig()
+    router: RouterSettings = RouterSettings()
+
+    @model_validator(mode="after")
+    def _router_references(self) -> Settings:
+        check_references(self.providers, self.models)
+        return self
+
+    def router_config(self) -> RouterConfig:
+        return RouterConfig(
+            providers=self.providers,
+            models=self.models,
+            budget=self.budget,
+            cache=self.cache,
+            router=self.router,
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -123,9 +159,7 @@ def load_settings(
     try:
         return Settings(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting {where}: {first['msg']}") from None
+        raise ConfigError(_first_problem(exc, "setting")) from None
 
 
 def _env_values() -> dict[str, Any]:
@@ -133,6 +167,13 @@ def _env_values() -> dict[str, Any]:
     try:
         return Settings().model_dump(exclude_unset=True)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"variable for {where}: {first['msg']}") from None
+        raise ConfigError(_first_problem(exc, "variable for")) from None
+
+
+def _first_problem(exc: ValidationError, what: str) -> str:
+    """The first error on one line: where it is, then pydantic's complaint."""
+    first = exc.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(p) for p in first["loc"])
+
+    return f"{what} {where}: {message}" if where else f"settings: {message}"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from harness import LiveServer, running_server, start_server
 
+from harness import LiveServer, running_server, start_server
 from penin.api.app import create_app
 from penin.config import load_settings
 from penin.keys import Scope

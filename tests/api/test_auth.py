@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
-from harness import LiveServer, assert_problem, running_server, wait_for
 
+from fakes.openai import FakeOpenAI
+from harness import LiveServer, assert_problem, node_env, running_server, wait_for
 from penin.keys import Scope
 
 CHALLENGE = 'Bearer realm="penin"'
@@ -46,6 +49,12 @@ ROUTES = {
     ),
     "POST /v1/ledger/verify": Route(Scope.ADMIN, "/v1/ledger/verify"),
     "GET /v1/jobs/{job_id}": Route(Scope.ADMIN, "/v1/jobs/{job_id}"),
+    "GET /v1/models": Route(Scope.ROUTE, "/v1/models"),
+    "POST /v1/chat/completions": Route(
+        Scope.ROUTE,
+        "/v1/chat/completions",
+        {"model": "fast", "messages": [{"role": "user", "content": "hi"}]},
+    ),
 }
 
 # Who knocks: no header, a header that is no token, a token that was never
@@ -126,11 +135,42 @@ def _authorization(server: LiveServer) -> dict[str, str | None]:
     }
 
 
+def _router_config(directory: Path, upstream: FakeOpenAI) -> Path:
+    """A config routing the logical model ``fast`` to ``upstream``."""
+    config = directory / "penin.yaml"
+    provider = {
+        "name": "fake",
+        "kind": "openai",
+        "base_url": upstream.base_url + "/v1",
+        "api_key_env": "FAKE_PROVIDER_KEY",
+    }
+    deployment = {
+        "provider": "fake",
+        "model": "gpt-4o-mini",
+        "input_per_mtok": 1,
+        "output_per_mtok": 2,
+    }
+    model = {"name": "fast", "deployments": [deployment]}
+    config.write_text(yaml.safe_dump({"providers": [provider], "models": [model]}))
+
+    return config
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """A real node with a key of every scope, a revoked key, records and a job."""
-    with running_server(tmp_path_factory.mktemp("auth")) as server:
+    """A real node routing to a fake provider, with a key of every scope, a
+    revoked key, records and a job."""
+    directory = tmp_path_factory.mktemp("auth")
+    env = node_env(FAKE_PROVIDER_KEY="upstream-secret")
+    with (
+        FakeOpenAI() as upstream,
+        running_server(
+            directory, "--config", _router_config(directory, upstream), env=env
+        ) as server,
+    ):
         authorization = _authorization(server)
+        # The provider's key is a secret too: it must show up nowhere either.
+        server.tokens.append(env["FAKE_PROVIDER_KEY"])
         admin = {"Authorization": authorization["admin"] or ""}
         with server.client(headers=admin) as http:
             for n in range(3):

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from harness import LiveServer, bearer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -29,6 +28,7 @@ from schemathesis.checks import (
 )
 from schemathesis.schemas import BaseSchema
 
+from harness import LiveServer, bearer
 from penin.keys import Scope
 
 load_all_checks()

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from harness import LiveServer, assert_problem, node_env, wait_for
 
+from harness import LiveServer, assert_problem, node_env, wait_for
 from penin.keys import Scope
 
 CHECKS = {"core", "worm", "router", "observability"}

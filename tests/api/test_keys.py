@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import LiveServer, bearer, penin, wait_for
-
 from penin.keys import KeyRing, Scope
 from penin.ledger.ledger import WORMLedger
 

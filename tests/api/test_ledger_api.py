@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from harness import assert_problem, bearer, wait_for
 
+from harness import assert_problem, bearer, wait_for
 from penin.keys import Scope
 from penin.ledger import merkle
 from penin.ledger.note import Checkpoint, Verifier, open_checkpoint

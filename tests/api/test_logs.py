@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import pytest
-from harness import LiveServer, wait_for
 
+from harness import LiveServer, wait_for
 from penin.keys import Scope
 
 GENERATED_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from harness import LiveServer
 from penin.keys import Scope
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from harness import LiveServer, assert_problem, bearer, node_env, running_server
 
+from harness import LiveServer, assert_problem, bearer, node_env, running_server
 from penin.keys import Scope
 
 RECORDS = "/v1/ledger/records"

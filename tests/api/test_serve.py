@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from harness import (
     CLI_TIMEOUT_S,
     PENIN,
@@ -39,7 +40,6 @@ from harness import (
     penin,
     wait_for,
 )
-
 from penin.keys import KeyRing, Scope
 from penin.ledger.ledger import open_ledger
 from penin.ledger.note import open_checkpoint

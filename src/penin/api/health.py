@@ -79,11 +79,26 @@ class HealthChecks:
         }
 
     def router(self) -> tuple[bool, dict[str, Any]]:
-        # No router is configured in this version: the check covers every
-        # configured provider, and there are none, so it passes vacuously and
-        # says so in its details.
-        providers: list[bool] = []
-        return all(providers), {"providers": len(providers)}
+        """Every logical model has a deployment whose circuit is not open.
+
+        A node with no models configured has nothing to route, passes, and
+        says so with ``models: 0``. The check reads breaker states only; it
+        sends nothing upstream (``penin providers check`` does that).
+        """
+        routing = self.node.router
+        if routing is None:
+            return True, {"models": 0}
+        available = {
+            name: [d.name for d in group.deployments if d.breaker.state != "open"]
+            for name, group in routing.groups.items()
+        }
+        stranded = sorted(name for name, names in available.items() if not names)
+
+        return not stranded, {
+            "models": len(available),
+            "deployments_available": sum(len(v) for v in available.values()),
+            "models_without_deployment": stranded,
+        }
 
     def observability(self) -> tuple[bool, dict[str, Any]]:
         if self._render and time.monotonic() - self._render[0] < _PROBE_REUSE_S:

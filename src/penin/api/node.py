@@ -26,6 +26,7 @@ from penin.ledger.note import Checkpoint, open_checkpoint
 from penin.ledger.record import parse_ts
 from penin.ledger.verify import VerifyReport
 from penin.observability.metrics import LEDGER_METRICS, NODE_METRICS
+from penin.router.router import Router, build_router
 
 log = structlog.get_logger("penin.node")
 
@@ -63,6 +64,9 @@ class Node:
         self.keyring = KeyRing(self.ledger)
         self.jobs: dict[str, Job] = {}
         self.stopping = False
+        self.started_at = time.time()
+        # None until started, and on a node with no models configured.
+        self.router: Router | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_checkpoint: Checkpoint | None = None
         self._checkpoint_signed_at: float | None = None
@@ -74,6 +78,10 @@ class Node:
         await asyncio.to_thread(self.ledger.initialize)
         await asyncio.to_thread(self.keyring.refresh)
         self._note_latest_checkpoint()
+        if self.settings.models:
+            router = build_router(self.settings.router_config(), self.ledger)
+            await router.start()
+            self.router = router
         self._spawn(self._checkpoint_loop())
         log.info(
             "node.started",
@@ -88,6 +96,8 @@ class Node:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.router is not None:
+            await self.router.close()
         with contextlib.suppress(LedgerError):
             await asyncio.to_thread(self._checkpoint_if_grown)
         await asyncio.to_thread(self.ledger.close)

@@ -40,6 +40,13 @@ _TITLES = {
     "method-not-allowed": "Method not allowed on this resource",
     "payload-too-large": "The body is larger than the limit",
     "unavailable": "The node cannot serve this now",
+    "model-not-found": "No such logical model is configured",
+    "budget-exceeded": "A hard budget limit is reached; nothing was sent upstream",
+    "content-policy": "The provider refused the prompt on content-policy grounds",
+    "context-length": "The prompt is longer than any deployment's context window",
+    "upstream-rejected": "The provider rejected the request",
+    "upstream-failed": "Every deployment tried failed",
+    "no-deployment": "No deployment can take the request now",
     "internal": "Internal error",
 }
 

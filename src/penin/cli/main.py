@@ -14,6 +14,7 @@ import click
 from penin import __version__
 from penin.cli.keys import keys
 from penin.cli.ledger import ledger
+from penin.cli.route import budget, providers, route
 from penin.cli.serve import serve
 from penin.ledger.errors import LedgerError
 from penin.observability.logging import configure
@@ -50,3 +51,6 @@ def cli() -> None:
 cli.add_command(ledger)
 cli.add_command(keys)
 cli.add_command(serve)
+cli.add_command(route)
+cli.add_command(providers)
+cli.add_command(budget)

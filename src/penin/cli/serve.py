@@ -12,7 +12,7 @@ import click
 import structlog
 import uvicorn
 
-from penin.config import ConfigError, load_settings
+from penin.config import ConfigError, Settings, load_settings
 from penin.observability.logging import configure
 
 log = structlog.get_logger("penin.node")
@@ -47,6 +47,19 @@ def _check_tls(cert: Path, key: Path) -> None:
         ) from None
 
 
+def _check_router(settings: Settings) -> None:
+    """Provider keys and prices, checked before uvicorn would log a traceback."""
+    if not settings.models:
+        return
+    from penin.router.deployments import ConfigurationError, preflight  # noqa: PLC0415
+    from penin.router.prices import PriceTable  # noqa: PLC0415
+
+    try:
+        preflight(settings.router_config(), PriceTable.bundled())
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _overrides(**flags: Any) -> dict[str, Any]:
     server = {k: v for k, v in flags.items() if k != "data_dir" and v is not None}
     values: dict[str, Any] = {"server": server} if server else {}
@@ -76,6 +89,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls.tls_cert is not None and tls.tls_key is not None:
         _check_tls(tls.tls_cert, tls.tls_key)
+    _check_router(settings)
     configure(settings.log.level, json=settings.log.json_lines)
     # Imported here: FastAPI takes a third of a second to import, which every
     # other penin command would pay for nothing.

@@ -79,6 +79,9 @@ class BudgetConfig(_Strict):
     daily_usd: float | None = Field(None, ge=0)
     per_key_daily_usd: float | None = Field(None, ge=0)
     soft_fraction: float = Field(0.95, gt=0, le=1)
+    # Where reservations live so that several nodes share one budget; None:
+    # cache.redis_url when that is set, else in this process only.
+    redis_url: str | None = None
 
 
 class CacheConfig(_Strict):

@@ -1,0 +1,221 @@
+"""``/v1/chat/completions`` and ``/v1/models``: the OpenAI-compatible surface.
+
+Clients send OpenAI Chat Completions requests with a ``route``-scope key and
+name a logical model. Headers of the answer say which deployment served it
+(``X-Penin-Deployment``), what it cost (``X-Penin-Cost-USD``; for streams an
+SSE comment before ``[DONE]``) and how much budget is left
+(``X-Penin-Budget-Remaining-USD``). Router errors are problem documents.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from penin.api.auth import require
+from penin.api.problems import Problem
+from penin.keys import Scope
+from penin.router.errors import (
+    BudgetExceededError,
+    ErrorKind,
+    NoDeploymentError,
+    ProviderError,
+    RouterError,
+    UnknownModelError,
+)
+from penin.router.router import Outcome, Router
+
+router = APIRouter(prefix="/v1", tags=["router"])
+
+_CHECK_ROUTE_KEY = require(Scope.ROUTE)
+
+_CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "messages"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "messages": {"type": "array", "items": {"type": "object"}},
+                        "stream": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    },
+    "parameters": [
+        {
+            "name": "X-Penin-Cache",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["use", "skip"]},
+            "description": "use: cache this request even if it is not "
+            "deterministic; skip: neither read nor fill the cache.",
+        }
+    ],
+}
+
+
+def _router(request: Request) -> Router | None:
+    """The node's router; None on a node with no ``models`` configured."""
+    routing: Router | None = request.app.state.node.router
+    return routing
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """The logical models a client may ask for, in OpenAI's list shape."""
+    await _CHECK_ROUTE_KEY(request)
+    created = int(request.app.state.node.started_at)
+    routing = _router(request)
+    names = routing.model_names() if routing is not None else []
+
+    return {
+        "object": "list",
+        "data": [
+            {"id": n, "object": "model", "created": created, "owned_by": "penin"}
+            for n in names
+        ],
+    }
+
+
+@router.post(
+    "/chat/completions",
+    openapi_extra=_CHAT_OPENAPI,
+    responses={
+        200: {
+            "description": "A chat.completion, or an SSE stream of chunks",
+            "content": {"text/event-stream": {}},
+        },
+        429: {"description": "A hard budget limit; nothing was sent upstream"},
+        502: {"description": "Every deployment tried failed"},
+    },
+)
+async def chat_completions(request: Request) -> Response:
+    """Route a chat request to the best deployment of its logical model."""
+    key = await _CHECK_ROUTE_KEY(request)
+    body = _chat_request(await request.body())
+    routing = _router(request)
+    if routing is None:
+        raise _problem(UnknownModelError(str(body["model"]), []))
+    outcome = Outcome(
+        model=str(body["model"]),
+        key_id=key.key_id,
+        stream=body.get("stream") is True,
+        request_id=str(request.state.request_id),
+    )
+    try:
+        if outcome.stream:
+            return await _stream(routing, body, outcome)
+        answer = await routing.complete(
+            body, outcome, request.headers.get("x-penin-cache")
+        )
+    except RouterError as exc:
+        raise _problem(exc) from None
+
+    return Response(
+        json.dumps(answer, ensure_ascii=False, separators=(",", ":")),
+        200,
+        _headers(outcome, cost=True),
+        media_type="application/json",
+    )
+
+
+async def _stream(routing: Router, body: dict[str, Any], outcome: Outcome) -> Response:
+    routed = await routing.stream(body, outcome)
+
+    async def events() -> AsyncIterator[bytes]:
+        async for chunk in routed.chunks():
+            yield (
+                b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+            )
+        yield f": penin-cost-usd={outcome.cost_usd:.9f}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers=_headers(outcome, cost=False)
+    )
+
+
+def _headers(outcome: Outcome, *, cost: bool) -> dict[str, str]:
+    headers = {"Cache-Control": "no-store"}
+    if outcome.deployment is not None:
+        headers["X-Penin-Deployment"] = outcome.deployment.name
+    if outcome.cache_level is not None:
+        headers["X-Penin-Cache"] = f"hit-{outcome.cache_level}"
+    if cost:
+        headers["X-Penin-Cost-USD"] = f"{outcome.cost_usd:.9f}"
+        if outcome.estimated:
+            headers["X-Penin-Cost-Estimated"] = "true"
+    remaining = outcome.remaining_usd
+    if remaining is not None:
+        headers["X-Penin-Budget-Remaining-USD"] = f"{remaining:.6f}"
+
+    return headers
+
+
+def _chat_request(raw: bytes) -> dict[str, Any]:
+    """The body as a dict with a string model and a list of message objects."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(
+            400, "invalid-json", "the request body is not valid JSON"
+        ) from None
+    if not isinstance(body, dict):
+        raise _invalid("body", "send a JSON object with model and messages")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _invalid("model", "a logical model name (a non-empty string) is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "a non-empty list of message objects is required")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise _invalid(f"messages.{i}", "each message needs a string role")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _invalid("stream", "must be true or false")
+
+    return body
+
+
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(422, "validation", f"{field}: {message}", fields=[field])
+
+
+def _problem(exc: RouterError) -> Problem:
+    if isinstance(exc, UnknownModelError):
+        return Problem(404, "model-not-found", str(exc))
+    if isinstance(exc, BudgetExceededError):
+        retry = _seconds_to_midnight()
+        return Problem(
+            429,
+            "budget-exceeded",
+            str(exc),
+            {"Retry-After": str(retry)},
+            scope=exc.scope,
+        )
+    if isinstance(exc, ProviderError):
+        if exc.kind is ErrorKind.CONTENT_POLICY:
+            return Problem(400, "content-policy", str(exc))
+        return Problem(exc.status or 400, "upstream-rejected", str(exc))
+    if isinstance(exc, NoDeploymentError):
+        last = exc.last
+        if last is not None and last.kind is ErrorKind.CONTEXT_LENGTH:
+            return Problem(400, "context-length", str(exc))
+        if last is None:
+            return Problem(503, "no-deployment", str(exc), {"Retry-After": "1"})
+        return Problem(502, "upstream-failed", str(exc))
+
+    return Problem(503, "unavailable", str(exc))
+
+
+def _seconds_to_midnight() -> int:
+    return 86_400 - int(time.time()) % 86_400

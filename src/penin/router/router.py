@@ -1,0 +1,436 @@
+"""The router: a chat request in, the best deployment's answer out, audited.
+
+For each request it finds the logical model, serves a cached answer when the
+request may be cached, counts the prompt, asks the budget whether the soft
+limit has been passed (then the cheapest deployment goes first), runs the
+routing loop, settles the reservation to the reported (or estimated) cost,
+and appends one ``router.request`` record before the client has the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from penin.cache import ResponseCache, SealKeys, cache_key, wants_cache
+from penin.ledger.ledger import WORMLedger
+from penin.observability.metrics import NODE_METRICS, ROUTER_METRICS
+from penin.router.budget import Budget, BudgetStatus, BudgetStore, MemoryBudgetStore
+from penin.router.config import RouterConfig
+from penin.router.deployments import Deployment, Group, build_groups
+from penin.router.errors import BudgetExceededError, UnknownModelError
+from penin.router.prices import PriceTable, cost_nusd, usd
+from penin.router.providers.base import Completion, Json, Stream, Usage
+from penin.router.routing import Attempt, Loop, Plan, Routed
+from penin.router.tokens import count_prompt, count_text
+
+log = structlog.get_logger("penin.router")
+
+AUDIT_EVENT = "router.request"
+SEAL_KEYS_ENV = "PENIN_CACHE_SEAL_KEYS"
+
+
+@dataclass
+class Outcome:
+    """What one routed request did: the response headers and the audit record."""
+
+    model: str
+    key_id: str
+    stream: bool
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    deployment: Deployment | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    cost_nusd: int = 0
+    cache_level: str | None = None
+    downgraded: str | None = None  # the budget scope whose soft limit was passed
+    budget: BudgetStatus | None = None
+    ttft_ms: float | None = None
+    upstream_s: float = 0.0
+    error: str | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        return usd(self.cost_nusd)
+
+    @property
+    def remaining_usd(self) -> float | None:
+        return None if self.budget is None else self.budget.remaining_usd
+
+    def record(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "request_id": self.request_id,
+            "key_id": self.key_id,
+            "model": self.model,
+            "deployment": self.deployment.name if self.deployment else None,
+            "stream": self.stream,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "estimated": self.estimated,
+            "cost_usd": self.cost_usd,
+            "cost_nusd": self.cost_nusd,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "cache": self.cache_level,
+            "budget_remaining_usd": self.remaining_usd,
+            "outcome": self.error or "ok",
+        }
+        if self.ttft_ms is not None:
+            payload["ttft_ms"] = round(self.ttft_ms, 3)
+        if self.downgraded:
+            payload["downgraded"] = self.downgraded
+
+        return payload | self.hashes
+
+
+class Router:
+    """Owns the deployments, the budget, the cache and the upstream session."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        ledger: WORMLedger,
+        *,
+        budget_store: BudgetStore | None = None,
+        seal_keys: SealKeys | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.prices = prices or PriceTable.bundled()
+        self.budget = Budget(config.budget, budget_store or MemoryBudgetStore())
+        self.cache = ResponseCache(config.cache, seal_keys)
+        self.groups: dict[str, Group] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: Loop | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector)
+        try:
+            self.groups = build_groups(self.config, self._session, self.prices)
+        except BaseException:
+            await self._session.close()
+            raise
+        # Jitter and weighted order need no cryptographic randomness.
+        rng = random.Random()  # noqa: S311
+        self._loop = Loop(self.groups, self.config.router, self.budget, rng)
+        await self.budget.rebuild(self.ledger)
+        await self.cache.start()
+        await self._refresh_budget_gauge()
+        log.info(
+            "router.started",
+            models=len(self.groups),
+            deployments=len(
+                {d.name for g in self.groups.values() for d in g.deployments}
+            ),
+        )
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.budget.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def model_names(self) -> list[str]:
+        return list(self.groups)
+
+    def group(self, name: object) -> Group:
+        if not isinstance(name, str) or name not in self.groups:
+            raise UnknownModelError(str(name), self.model_names())
+
+        return self.groups[name]
+
+    # -- requests ----------------------------------------------------------
+
+    async def complete(
+        self, request: Json, outcome: Outcome, cache_header: str | None = None
+    ) -> Json:
+        """A whole answer for ``request``; raises RouterError subclasses."""
+        group = self.group(request.get("model"))
+        use_cache = wants_cache(request, cache_header)
+        key = cache_key(request) if use_cache else None
+        if key is not None:
+            cached = await self.cache.get(key)
+            if cached is not None:
+                body = _cached_body(cached[0])
+                outcome.cache_level = cached[1]
+                await self._finish(outcome, request, body)
+                return body
+        plan = await self._plan(request, outcome)
+        try:
+            routed = await self._run(group, plan, outcome, _complete_call(request))
+        except BaseException as exc:
+            await self._failed(outcome, request, exc)
+            raise
+        completion: Completion = routed.result
+        self._observe(routed.deployment, routed.call_s, stream=False)
+        await self._settle(routed, outcome, completion.usage, request, completion.body)
+        if key is not None:
+            await self.cache.set(key, json.dumps(completion.body).encode())
+        await self._finish(outcome, request, completion.body)
+
+        return completion.body
+
+    async def stream(self, request: Json, outcome: Outcome) -> RoutedStream:
+        """A started stream: its first chunk has arrived from the deployment."""
+        group = self.group(request.get("model"))
+        plan = await self._plan(request, outcome)
+        try:
+            routed = await self._run(group, plan, outcome, _stream_call(request))
+        except BaseException as exc:
+            await self._failed(outcome, request, exc)
+            raise
+        outcome.ttft_ms = routed.call_s * 1000
+        deployment = routed.deployment
+        ROUTER_METRICS.ttft.labels(
+            deployment.provider.name, deployment.config.model
+        ).observe(routed.call_s)
+        deployment.stats.observe_ttft(routed.call_s)
+
+        return RoutedStream(self, routed, outcome, request)
+
+    async def _plan(self, request: Json, outcome: Outcome) -> Plan:
+        messages = request.get("messages")
+        tools = request.get("tools")
+        outcome.prompt_tokens = count_prompt(
+            messages if isinstance(messages, list) else [],
+            tools if isinstance(tools, list) else None,
+        )
+        status = await self.budget.status(outcome.key_id)
+        outcome.downgraded = status.soft_scope
+        if status.soft_scope is not None:
+            ROUTER_METRICS.budget_soft.labels(status.soft_scope).inc()
+            log.warning(
+                "budget.soft_limit", scope=status.soft_scope, model=outcome.model
+            )
+
+        return Plan(
+            key_id=outcome.key_id,
+            stream=outcome.stream,
+            prompt_tokens=outcome.prompt_tokens,
+            max_tokens=_max_tokens(request),
+            downgrade=status.soft_scope is not None,
+        )
+
+    async def _run(
+        self, group: Group, plan: Plan, outcome: Outcome, call: Any
+    ) -> Routed[Any]:
+        assert self._loop is not None, "Router.start() was not awaited"
+        try:
+            routed: Routed[Any] = await self._loop.run(group, plan, call)
+        finally:
+            outcome.attempts = plan.attempts
+            outcome.upstream_s = plan.upstream_s
+        outcome.deployment = routed.deployment
+
+        return routed
+
+    def _observe(self, deployment: Deployment, seconds: float, *, stream: bool) -> None:
+        provider, model = deployment.provider.name, deployment.config.model
+        ROUTER_METRICS.requests.labels(provider, model, "ok").inc()
+        ROUTER_METRICS.latency.labels(provider, model).observe(seconds)
+        deployment.breaker.record_success()
+        deployment.stats.finished()
+        deployment.stats.observe_outcome(ok=True)
+        if not stream:
+            deployment.stats.observe_latency(seconds)
+
+    async def _settle(
+        self,
+        routed: Routed[Any],
+        outcome: Outcome,
+        usage: Usage | None,
+        request: Json,
+        answer: Json | str,
+    ) -> None:
+        """Charge the actual cost: reported usage, else the tokenizer's count."""
+        deployment = routed.deployment
+        if usage is None:
+            text = answer if isinstance(answer, str) else _answer_text(answer)
+            usage = Usage(outcome.prompt_tokens, count_text(text))
+            outcome.estimated = True
+        outcome.prompt_tokens = usage.prompt_tokens
+        outcome.completion_tokens = usage.completion_tokens
+        outcome.cost_nusd = cost_nusd(
+            deployment.price, usage.prompt_tokens, usage.completion_tokens
+        )
+        await self.budget.settle(routed.reservation, outcome.cost_nusd)
+        reserved = routed.reservation_tokens
+        deployment.window.adjust_tokens(usage.total_tokens - reserved)
+        ROUTER_METRICS.cost.labels(
+            deployment.provider.name, deployment.config.model
+        ).inc(outcome.cost_usd)
+        if self.config.router.store_content == "hash":
+            outcome.hashes = {
+                "prompt_sha256": _sha256(request.get("messages")),
+                "completion_sha256": _sha256(answer),
+            }
+
+    async def _failed(
+        self, outcome: Outcome, request: Json, exc: BaseException
+    ) -> None:
+        if isinstance(exc, BudgetExceededError):
+            ROUTER_METRICS.budget_refused.labels(exc.scope).inc()
+        if isinstance(exc, asyncio.CancelledError):
+            outcome.error = "cancelled"
+        else:
+            outcome.error = getattr(getattr(exc, "kind", None), "value", None) or (
+                type(exc).__name__
+            )
+        try:
+            await self._finish(outcome, request, None)
+        except Exception as audit_error:  # the original error is what the client sees
+            NODE_METRICS.errors.labels("router").inc()
+            log.error("router.audit_failed", error=str(audit_error))
+
+    async def _finish(self, outcome: Outcome, request: Json, body: Json | None) -> None:
+        outcome.budget = await self.budget.status(outcome.key_id)
+        await self._refresh_budget_gauge(outcome.budget)
+        await self.ledger.append_record_async(AUDIT_EVENT, outcome.record())
+        overhead = time.perf_counter() - outcome.started - outcome.upstream_s
+        ROUTER_METRICS.overhead.observe(max(overhead, 0.0))
+
+    async def _refresh_budget_gauge(self, status: BudgetStatus | None = None) -> None:
+        status = status or await self.budget.status(None)
+        if status.global_remaining_usd is not None:
+            ROUTER_METRICS.budget_remaining.labels("global").set(
+                status.global_remaining_usd
+            )
+
+
+class RoutedStream:
+    """The chunks of a started stream; the audit record is written at its end."""
+
+    def __init__(
+        self, router: Router, routed: Routed[Stream], outcome: Outcome, request: Json
+    ) -> None:
+        self._router = router
+        self._routed = routed
+        self.outcome = outcome
+        self._request = request
+        self._include_usage = bool(
+            (request.get("stream_options") or {}).get("include_usage")
+        )
+
+    async def chunks(self) -> AsyncIterator[Json]:
+        """Chunks as they arrive; the usage chunk only if the client asked for it."""
+        stream = self._routed.result
+        text: list[str] = []
+        started = time.perf_counter()
+        try:
+            async for chunk in stream.chunks():
+                text.append(_delta_text(chunk))
+                if not chunk.get("choices") and chunk.get("usage") is not None:
+                    if self._include_usage:
+                        yield chunk
+                    continue
+                yield chunk
+        except BaseException as exc:
+            self.outcome.upstream_s += time.perf_counter() - started
+            await self._router.budget.settle(self._routed.reservation, 0)
+            await stream.close()
+            self._routed.deployment.stats.finished()
+            await self._router._failed(self.outcome, self._request, exc)
+            raise
+        self.outcome.upstream_s += time.perf_counter() - started
+        await stream.close()
+        router, routed = self._router, self._routed
+        router._observe(routed.deployment, time.perf_counter() - started, stream=True)
+        await router._settle(
+            routed, self.outcome, stream.usage, self._request, "".join(text)
+        )
+        await router._finish(self.outcome, self._request, None)
+
+
+def _complete_call(request: Json) -> Any:
+    async def call(deployment: Deployment) -> Completion:
+        return await deployment.provider.complete(deployment.config.model, request)
+
+    return call
+
+
+def _stream_call(request: Json) -> Any:
+    async def call(deployment: Deployment) -> Stream:
+        stream = deployment.provider.stream(deployment.config.model, request)
+        await stream.start()
+        return stream
+
+    return call
+
+
+def _max_tokens(request: Json) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = request.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+
+    return None
+
+
+def _answer_text(body: Json) -> str:
+    parts: list[str] = []
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or {}
+        parts.append(str(message.get("content") or ""))
+        for call in message.get("tool_calls") or []:
+            parts.append(str((call.get("function") or {}).get("arguments") or ""))
+
+    return "".join(parts)
+
+
+def _delta_text(chunk: Json) -> str:
+    parts: list[str] = []
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        parts.append(str(delta.get("content") or ""))
+        for call in delta.get("tool_calls") or []:
+            parts.append(str((call.get("function") or {}).get("arguments") or ""))
+
+    return "".join(parts)
+
+
+def _cached_body(value: bytes) -> Json:
+    body = json.loads(value)
+    if not isinstance(body, dict):
+        raise TypeError("a cached answer is not a JSON object")
+
+    return body
+
+
+def _sha256(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
+    """A router with the stores its config names: Redis when a URL is set.
+
+    One Redis can serve both: budgets use ``budget.redis_url``, else
+    ``cache.redis_url``. L2 cache values are sealed with the keys in
+    ``PENIN_CACHE_SEAL_KEYS``, which a node with an L2 cache must have.
+    """
+    from penin.router.budget_redis import RedisBudgetStore  # noqa: PLC0415
+
+    seal_text = os.environ.get(SEAL_KEYS_ENV)
+    seal = SealKeys.from_env(seal_text) if seal_text else None
+    redis_url = config.budget.redis_url or config.cache.redis_url
+    store = RedisBudgetStore(redis_url) if redis_url else None
+
+    return Router(config, ledger, budget_store=store, seal_keys=seal)
