@@ -16,8 +16,10 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from fakes.openai import FakeOpenAI
 from penin.api.app import create_app
 from penin.config import load_settings
+from penin.keys import Scope
 from penin.observability.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +29,8 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "penin.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 RUNBOOK = ROOT / "docs" / "operations.md"
 PROMTOOL_TIMEOUT = 60
+PROVIDER_KEY_ENV = "FAKE_PROVIDER_KEY"
+os.environ.setdefault(PROVIDER_KEY_ENV, "test-provider-key")
 
 # The deployment guide's alerts: expression, duration and severity are its contract.
 GUIDE_ALERTS = {
@@ -260,21 +264,50 @@ def test_every_dashboard_query_uses_the_datasource_variable() -> None:
 
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """What GET /metrics answers on a node that has served a few requests."""
-    settings = load_settings(
-        overrides={
-            "data_dir": tmp_path_factory.mktemp("data"),
-            "server": {"open_metrics": True, "open_health": True},
-        }
-    )
-    with TestClient(create_app(settings)) as client:
-        for route in ROUTES:
-            client.get(route)
-        response = client.get("/metrics")
+    """What GET /metrics answers on a node that has served a few requests,
+    routed a chat request twice (the second from the cache) and streamed one."""
+    with FakeOpenAI() as upstream:
+        settings = load_settings(
+            overrides={
+                "data_dir": tmp_path_factory.mktemp("data"),
+                "server": {"open_metrics": True, "open_health": True},
+                **_router_config(upstream),
+            }
+        )
+        with TestClient(create_app(settings)) as client:
+            for route in ROUTES:
+                client.get(route)
+            _route_chats(client)
+            response = client.get("/metrics")
 
     assert response.status_code == 200
 
     return response.text
+
+
+def _router_config(upstream: FakeOpenAI) -> dict[str, Any]:
+    provider = {
+        "name": "fake",
+        "kind": "openai",
+        "base_url": upstream.base_url + "/v1",
+        "api_key_env": PROVIDER_KEY_ENV,
+    }
+    deployment = {"provider": "fake", "model": "gpt-4o-mini"}
+
+    return {
+        "providers": [provider],
+        "models": [{"name": "fast", "deployments": [deployment]}],
+        "budget": {"daily_usd": 10.0},
+    }
+
+
+def _route_chats(client: TestClient) -> None:
+    token, _ = client.app.state.node.keyring.create(Scope.ROUTE)  # type: ignore[attr-defined]
+    auth = {"Authorization": f"Bearer {token}"}
+    chat = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
+    for body in (chat, chat, {**chat, "stream": True}):
+        response = client.post("/v1/chat/completions", json=body, headers=auth)
+        assert response.status_code == 200, response.text
 
 
 def exported(exposition: str) -> set[str]:

@@ -196,6 +196,10 @@ class RouterMetrics:
             ["deployment"],
             registry=REGISTRY,
         )
+        # From start-up at 0, so that increase() sees the first one.
+        for scope in ("global", "key"):
+            self.budget_soft.labels(scope)
+            self.budget_refused.labels(scope)
 
 
 class CacheMetrics:
