@@ -17,7 +17,8 @@ from penin.router import providers
 from penin.router.breaker import CircuitBreaker
 from penin.router.config import DeploymentConfig, ModelConfig, RouterConfig
 from penin.router.errors import RouterError
-from penin.router.limits import UsageWindow
+from penin.router.limits import RateWindow, UsageWindow
+from penin.router.limits_redis import SharedRates
 from penin.router.prices import Price, PriceTable
 from penin.router.providers.base import Provider
 from penin.router.strategies import Candidate, DeploymentStats
@@ -37,7 +38,7 @@ class Deployment:
     provider: Provider
     price: Price
     breaker: CircuitBreaker
-    window: UsageWindow
+    window: RateWindow
     stats: DeploymentStats
     # Set by a 429's Retry-After: the deployment is skipped until then.
     cooldown_until: float = 0.0
@@ -107,10 +108,14 @@ def preflight(config: RouterConfig, prices: PriceTable) -> None:
 
 
 def build_groups(
-    config: RouterConfig, session: aiohttp.ClientSession, prices: PriceTable
+    config: RouterConfig,
+    session: aiohttp.ClientSession,
+    prices: PriceTable,
+    rates: SharedRates | None = None,
 ) -> dict[str, Group]:
     """Every logical model with its deployments; a deployment listed by several
-    models under the same provider and model is one shared deployment."""
+    models under the same provider and model is one shared deployment. With
+    ``rates``, rpm/tpm windows are shared with every node through Redis."""
     adapters = {
         p.name: providers.build(p, session, api_key(p.api_key_env, p.name))
         for p in config.providers
@@ -122,7 +127,7 @@ def build_groups(
         for deployment in model.deployments:
             key = (deployment.provider, deployment.model)
             if key not in shared:
-                shared[key] = _deployment(deployment, adapters, prices, config)
+                shared[key] = _deployment(deployment, adapters, prices, config, rates)
             group.deployments.append(shared[key])
         groups[model.name] = group
 
@@ -134,6 +139,7 @@ def _deployment(
     adapters: dict[str, Provider],
     prices: PriceTable,
     config: RouterConfig,
+    rates: SharedRates | None,
 ) -> Deployment:
     adapter = adapters[deployment.provider]
     try:
@@ -141,6 +147,8 @@ def _deployment(
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     breaker = config.router.breaker
+    rpm, tpm = deployment.rpm, deployment.tpm
+    window = rates.window(deployment.name, rpm, tpm) if rates else UsageWindow(rpm, tpm)
 
     return Deployment(
         config=deployment,
@@ -149,7 +157,7 @@ def _deployment(
         breaker=CircuitBreaker(
             breaker.failures, breaker.reset_after_s, name=deployment.name
         ),
-        window=UsageWindow(deployment.rpm, deployment.tpm),
+        window=window,
         stats=DeploymentStats(config.router.latency_alpha),
     )
 

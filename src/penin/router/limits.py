@@ -13,8 +13,26 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 WINDOW_S = 60
+
+
+class RateWindow(Protocol):
+    """What the router asks of a deployment's rpm/tpm window, local or shared.
+
+    ``acquire`` is the decision: it checks and counts one request in one step.
+    ``has_room`` and ``headroom`` are cheap hints for skipping and ordering
+    deployments; a shared window answers them from what it last saw.
+    """
+
+    def has_room(self, tokens: int) -> bool: ...
+
+    def headroom(self) -> float: ...
+
+    async def acquire(self, tokens: int) -> bool: ...
+
+    async def adjust(self, delta: int) -> None: ...
 
 
 class UsageWindow:
@@ -59,6 +77,17 @@ class UsageWindow:
         self._request_total += 1
         self._tokens[slot] += tokens
         self._token_total += tokens
+
+    async def acquire(self, tokens: int) -> bool:
+        """Count a request of ``tokens`` if it fits; whether it did."""
+        if not self.has_room(tokens):
+            return False
+        self.add_request(tokens)
+
+        return True
+
+    async def adjust(self, delta: int) -> None:
+        self.adjust_tokens(delta)
 
     def adjust_tokens(self, delta: int) -> None:
         """Correct the token count by ``delta`` once the real usage is known.

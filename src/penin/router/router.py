@@ -29,6 +29,7 @@ from penin.router.budget import Budget, BudgetStatus, BudgetStore, MemoryBudgetS
 from penin.router.config import RouterConfig
 from penin.router.deployments import Deployment, Group, build_groups
 from penin.router.errors import BudgetExceededError, UnknownModelError
+from penin.router.limits_redis import SharedRates
 from penin.router.prices import PriceTable, cost_nusd, usd
 from penin.router.providers.base import Completion, Json, Stream, Usage
 from penin.router.routing import Attempt, Loop, Plan, Routed
@@ -106,6 +107,7 @@ class Router:
         ledger: WORMLedger,
         *,
         budget_store: BudgetStore | None = None,
+        rates: SharedRates | None = None,
         seal_keys: SealKeys | None = None,
         prices: PriceTable | None = None,
     ) -> None:
@@ -114,6 +116,7 @@ class Router:
         self.prices = prices or PriceTable.bundled()
         self.budget = Budget(config.budget, budget_store or MemoryBudgetStore())
         self.cache = ResponseCache(config.cache, seal_keys)
+        self.rates = rates
         self.groups: dict[str, Group] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: Loop | None = None
@@ -124,7 +127,9 @@ class Router:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector)
         try:
-            self.groups = build_groups(self.config, self._session, self.prices)
+            self.groups = build_groups(
+                self.config, self._session, self.prices, self.rates
+            )
         except BaseException:
             await self._session.close()
             raise
@@ -145,6 +150,8 @@ class Router:
     async def close(self) -> None:
         await self.cache.close()
         await self.budget.close()
+        if self.rates is not None:
+            await self.rates.close()
         if self._session is not None:
             await self._session.close()
 
@@ -273,7 +280,7 @@ class Router:
         )
         await self.budget.settle(routed.reservation, outcome.cost_nusd)
         reserved = routed.reservation_tokens
-        deployment.window.adjust_tokens(usage.total_tokens - reserved)
+        await deployment.window.adjust(usage.total_tokens - reserved)
         ROUTER_METRICS.cost.labels(
             deployment.provider.name, deployment.config.model
         ).inc(outcome.cost_usd)
@@ -422,9 +429,10 @@ def _sha256(value: object) -> str:
 def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
     """A router with the stores its config names: Redis when a URL is set.
 
-    One Redis can serve both: budgets use ``budget.redis_url``, else
-    ``cache.redis_url``. L2 cache values are sealed with the keys in
-    ``PENIN_CACHE_SEAL_KEYS``, which a node with an L2 cache must have.
+    One Redis can serve all three: budgets and rpm/tpm windows use
+    ``budget.redis_url``, else ``cache.redis_url``. L2 cache values are
+    sealed with the keys in ``PENIN_CACHE_SEAL_KEYS``, which a node with an L2
+    cache must have.
     """
     from penin.router.budget_redis import RedisBudgetStore  # noqa: PLC0415
 
@@ -432,5 +440,6 @@ def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
     seal = SealKeys.from_env(seal_text) if seal_text else None
     redis_url = config.budget.redis_url or config.cache.redis_url
     store = RedisBudgetStore(redis_url) if redis_url else None
+    rates = SharedRates(redis_url) if redis_url else None
 
-    return Router(config, ledger, budget_store=store, seal_keys=seal)
+    return Router(config, ledger, budget_store=store, rates=rates, seal_keys=seal)

@@ -227,7 +227,13 @@ class Loop:
             await self.budget.release(reservation)
             plan.attempts.append(Attempt(deployment.name, "circuit_open"))
             return None
-        deployment.window.add_request(tokens)
+        if not await deployment.window.acquire(tokens):
+            # Another request (or, with shared windows, another node) took
+            # the last room since the skip check.
+            deployment.breaker.release()
+            await self.budget.release(reservation)
+            plan.attempts.append(Attempt(deployment.name, "rate_limited"))
+            return None
         deployment.stats.started()
         started = time.perf_counter()
         try:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from penin.router.config import ScoreWeights
-from penin.router.limits import UsageWindow
+from penin.router.limits import RateWindow
 
 
 class DeploymentStats:
@@ -68,7 +68,7 @@ class Candidate:
     output_per_mtok: float
     quality: float  # 0..1
     stats: DeploymentStats
-    window: UsageWindow
+    window: RateWindow
     stream: bool  # the request streams: latency uses the ttft EWMA when known
 
     @property
