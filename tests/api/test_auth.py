@@ -49,6 +49,9 @@ ROUTES = {
     ),
     "POST /v1/ledger/verify": Route(Scope.ADMIN, "/v1/ledger/verify"),
     "GET /v1/jobs/{job_id}": Route(Scope.ADMIN, "/v1/jobs/{job_id}"),
+    "POST /v1/cache/invalidate": Route(
+        Scope.ADMIN, "/v1/cache/invalidate", {"key": "ab" * 32}
+    ),
     "GET /v1/models": Route(Scope.ROUTE, "/v1/models"),
     "POST /v1/chat/completions": Route(
         Scope.ROUTE,

@@ -12,6 +12,7 @@ from starlette.types import Message
 
 from penin import __version__
 from penin.api import problems
+from penin.api.cache import router as cache_router
 from penin.api.chat import router as chat_router
 from penin.api.health import HealthChecks
 from penin.api.health import router as health_router
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Routes match in order: the hot one, appending, is tried first.
     app.include_router(ledger_router)
     app.include_router(chat_router)
+    app.include_router(cache_router)
     app.include_router(jobs_router)
     app.include_router(health_router)
     app.add_middleware(NodeMiddleware, max_body_bytes=settings.server.max_body_bytes)

@@ -47,6 +47,7 @@ _TITLES = {
     "upstream-rejected": "The provider rejected the request",
     "upstream-failed": "Every deployment tried failed",
     "no-deployment": "No deployment can take the request now",
+    "no-cache": "This node has no response cache",
     "internal": "Internal error",
 }
 

@@ -75,11 +75,17 @@ class ResponseCache:
         if self.l2 is not None:
             await self.l2.set(key, value)
 
-    async def invalidate(self, key: str) -> None:
-        """Drop ``key`` here, in Redis, and from the L1 of every other node."""
+    async def invalidate(self, key: str) -> list[str]:
+        """Drop ``key`` here, in Redis, and from the L1 of every other node.
+
+        Returns the levels it was dropped from: ``l2`` is missing when Redis
+        did not answer, and then other nodes may go on serving the entry.
+        """
         self._drop(key)
-        if self.l2 is not None:
-            await self.l2.invalidate(key)
+        if self.l2 is not None and await self.l2.invalidate(key):
+            return ["l1", "l2"]
+
+        return ["l1"]
 
     async def start(self) -> None:
         if self.l2 is not None:

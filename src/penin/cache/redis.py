@@ -161,13 +161,20 @@ class RedisCache:
             "set", lambda: self._client.set(name, sealed, px=expiry_ms), None
         )
 
-    async def invalidate(self, key: str) -> None:
-        """Delete ``key`` here and tell every node to drop it from its L1."""
-        await self._call("invalidate", lambda: self._delete_and_publish(key), None)
+    async def invalidate(self, key: str) -> bool:
+        """Delete ``key`` here and tell every node to drop it from its L1.
 
-    async def _delete_and_publish(self, key: str) -> None:
+        False when Redis did not answer: the entry may still be served.
+        """
+        return await self._call(
+            "invalidate", lambda: self._delete_and_publish(key), False
+        )
+
+    async def _delete_and_publish(self, key: str) -> bool:
         await self._client.delete(self.prefix + key)
         await self._client.publish(INVALIDATE_CHANNEL, key)
+
+        return True
 
     async def ping(self) -> bool:
         return bool(await self._call("ping", self._ping, False))
