@@ -9,6 +9,7 @@ SSE comment before ``[DONE]``) and how much budget is left
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -133,16 +134,43 @@ async def _stream(routing: Router, body: dict[str, Any], outcome: Outcome) -> Re
     routed = await routing.stream(body, outcome)
 
     async def events() -> AsyncIterator[bytes]:
-        async for chunk in routed.chunks():
-            yield (
-                b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-            )
-        yield f": penin-cost-usd={outcome.cost_usd:.9f}\n\n".encode()
+        # aclosing: a client that leaves closes this generator, and with it
+        # the router's, which settles the budget and writes the record.
+        async with contextlib.aclosing(routed.chunks()) as chunks:
+            try:
+                async for chunk in chunks:
+                    yield _event(chunk)
+            except ProviderError as exc:
+                # The 200 and the first chunks are out: the failure can only be
+                # told in the stream. OpenAI's clients raise on an error event;
+                # the missing [DONE] tells any other client the answer is cut.
+                yield _cost_comment(outcome)
+                yield _event({"error": _stream_error(exc)})
+                return
+        yield _cost_comment(outcome)
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers=_headers(outcome, cost=False)
     )
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _cost_comment(outcome: Outcome) -> bytes:
+    return f": penin-cost-usd={outcome.cost_usd:.9f}\n\n".encode()
+
+
+def _stream_error(exc: ProviderError) -> dict[str, Any]:
+    """An error event's object, in the shape OpenAI sends mid-stream."""
+    return {
+        "message": f"the stream broke after it started: {exc}",
+        "type": "upstream_error",
+        "param": None,
+        "code": exc.kind.value,
+    }
 
 
 def _headers(outcome: Outcome, *, cost: bool) -> dict[str, str]:

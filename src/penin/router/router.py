@@ -15,7 +15,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +28,18 @@ from penin.observability.metrics import NODE_METRICS, ROUTER_METRICS
 from penin.router.budget import Budget, BudgetStatus, BudgetStore, MemoryBudgetStore
 from penin.router.config import RouterConfig
 from penin.router.deployments import Deployment, Group, build_groups
-from penin.router.errors import BudgetExceededError, UnknownModelError
+from penin.router.errors import BudgetExceededError, ProviderError, UnknownModelError
 from penin.router.limits_redis import SharedRates
 from penin.router.prices import PriceTable, cost_nusd, usd
 from penin.router.providers.base import Completion, Json, Stream, Usage
-from penin.router.routing import Attempt, Loop, Plan, Routed
+from penin.router.routing import BREAKER_KINDS, Attempt, Loop, Plan, Routed
 from penin.router.tokens import count_prompt, count_text
 
 log = structlog.get_logger("penin.router")
 
 AUDIT_EVENT = "router.request"
 SEAL_KEYS_ENV = "PENIN_CACHE_SEAL_KEYS"
+_UNSTOPPABLE: set[asyncio.Future[None]] = set()
 
 
 @dataclass
@@ -188,7 +189,8 @@ class Router:
             raise
         completion: Completion = routed.result
         self._observe(routed.deployment, routed.call_s, stream=False)
-        await self._settle(routed, outcome, completion.usage, request, completion.body)
+        text = _answer_text(completion.body)
+        await self._settle(routed, outcome, completion.usage, request, text)
         if key is not None:
             await self.cache.set(key, json.dumps(completion.body).encode())
         await self._finish(outcome, request, completion.body)
@@ -265,13 +267,15 @@ class Router:
         outcome: Outcome,
         usage: Usage | None,
         request: Json,
-        answer: Json | str,
+        answer: str,
     ) -> None:
-        """Charge the actual cost: reported usage, else the tokenizer's count."""
+        """Charge the actual cost: reported usage, else the tokenizer's count.
+
+        ``answer`` is the answer's text, tool-call arguments included.
+        """
         deployment = routed.deployment
         if usage is None:
-            text = answer if isinstance(answer, str) else _answer_text(answer)
-            usage = Usage(outcome.prompt_tokens, count_text(text))
+            usage = Usage(outcome.prompt_tokens, count_text(answer))
             outcome.estimated = True
         outcome.prompt_tokens = usage.prompt_tokens
         outcome.completion_tokens = usage.completion_tokens
@@ -295,7 +299,7 @@ class Router:
     ) -> None:
         if isinstance(exc, BudgetExceededError):
             ROUTER_METRICS.budget_refused.labels(exc.scope).inc()
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             outcome.error = "cancelled"
         else:
             outcome.error = getattr(getattr(exc, "kind", None), "value", None) or (
@@ -336,7 +340,7 @@ class RoutedStream:
             (request.get("stream_options") or {}).get("include_usage")
         )
 
-    async def chunks(self) -> AsyncIterator[Json]:
+    async def chunks(self) -> AsyncGenerator[Json, None]:
         """Chunks as they arrive; the usage chunk only if the client asked for it."""
         stream = self._routed.result
         text: list[str] = []
@@ -350,20 +354,58 @@ class RoutedStream:
                     continue
                 yield chunk
         except BaseException as exc:
-            self.outcome.upstream_s += time.perf_counter() - started
-            await self._router.budget.settle(self._routed.reservation, 0)
-            await stream.close()
-            self._routed.deployment.stats.finished()
-            await self._router._failed(self.outcome, self._request, exc)
+            seconds = time.perf_counter() - started
+            self.outcome.upstream_s += seconds
+            # A client that leaves cancels this task, and would cancel the
+            # settling and the audit record half way through with it.
+            await _shielded(self._broken(exc, "".join(text), seconds))
             raise
-        self.outcome.upstream_s += time.perf_counter() - started
-        await stream.close()
+        await _shielded(self._ended("".join(text), time.perf_counter() - started))
+
+    async def _ended(self, text: str, seconds: float) -> None:
         router, routed = self._router, self._routed
-        router._observe(routed.deployment, time.perf_counter() - started, stream=True)
+        self.outcome.upstream_s += seconds
+        await routed.result.close()
+        router._observe(routed.deployment, seconds, stream=True)
         await router._settle(
-            routed, self.outcome, stream.usage, self._request, "".join(text)
+            routed, self.outcome, routed.result.usage, self._request, text
         )
         await router._finish(self.outcome, self._request, None)
+
+    async def _broken(self, exc: BaseException, text: str, seconds: float) -> None:
+        """A stream that ended early: the provider failed or the client left.
+
+        The provider bills what it sent, so that is charged: its reported
+        usage if it got that far, else the text received, counted here.
+        """
+        router, routed = self._router, self._routed
+        deployment = routed.deployment
+        await routed.result.close()
+        deployment.stats.finished()
+        deployment.stats.observe_outcome(ok=False)
+        if isinstance(exc, ProviderError):
+            provider, model = deployment.provider.name, deployment.config.model
+            ROUTER_METRICS.requests.labels(provider, model, exc.kind.value).inc()
+            ROUTER_METRICS.latency.labels(provider, model).observe(seconds)
+            log.warning(
+                "router.stream_broken", deployment=deployment.name, kind=exc.kind.value
+            )
+        if isinstance(exc, ProviderError) and exc.kind in BREAKER_KINDS:
+            deployment.breaker.record_failure()
+        else:
+            deployment.breaker.release()
+        await router._settle(
+            routed, self.outcome, routed.result.usage, self._request, text
+        )
+        await router._failed(self.outcome, self._request, exc)
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    _UNSTOPPABLE.add(task)  # the loop holds tasks weakly
+    task.add_done_callback(_UNSTOPPABLE.discard)
+    await asyncio.shield(task)
 
 
 def _complete_call(request: Json) -> Any:

@@ -42,7 +42,7 @@ Call = Callable[[Deployment], Awaitable[T]]
 
 # A failure of these kinds counts against the deployment's breaker; the
 # others (context length, content policy, bad request) are the prompt's.
-_BREAKER_KINDS = frozenset(
+BREAKER_KINDS = frozenset(
     {
         ErrorKind.RATE_LIMIT,
         ErrorKind.SERVER,
@@ -264,7 +264,7 @@ class Loop:
     ) -> None:
         deployment.stats.finished()
         deployment.stats.observe_outcome(ok=False)
-        if exc.kind in _BREAKER_KINDS:
+        if exc.kind in BREAKER_KINDS:
             deployment.breaker.record_failure()
         else:
             deployment.breaker.release()
