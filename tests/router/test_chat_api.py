@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from gateway import (
 from fakes.anthropic import FakeAnthropic
 from fakes.fault import DEFAULT_TEXT, Fault
 from fakes.openai import FakeOpenAI
-from harness import assert_problem
+from harness import assert_problem, wait_for
 from penin.keys import Scope
 
 FAST_RETRY = {"retry": {"attempts": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02}}
@@ -475,6 +476,67 @@ def test_the_budget_survives_a_restart_rebuilt_from_the_ledger(
         status = asyncio.run(gw.node.router.budget.status(None))
 
     assert status.global_remaining_usd == pytest.approx(1.0 - COST_NUSD / 1e9)
+
+
+def test_a_stream_the_client_left_before_reading_holds_nothing(
+    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    config = two_providers(fake_a, fake_b) | {"budget": {"daily_usd": 1.0}}
+    with gateway(tmp_path, **config) as gw:
+        gw.client.portal.call(_leave_before_reading, gw, chat(stream=True))  # type: ignore[union-attr]
+        (record,) = wait_for(gw.records, 5, "the stream's audit record")
+        status = asyncio.run(gw.node.router.budget.status(None))
+        in_flight = [
+            d.stats.in_flight for d in gw.node.router.groups["fast"].deployments
+        ]
+
+    assert record["stream"] is True
+    assert record["outcome"] == "cancelled"
+    # Only the prompt the provider received is charged; no reservation is held.
+    assert record["completion_tokens"] == 0
+    assert record["cost_nusd"] == record["prompt_tokens"] * 1000
+    assert status.global_remaining_usd == pytest.approx(1 - record["cost_nusd"] / 1e9)
+    assert in_flight == [0, 0]
+
+
+async def _leave_before_reading(gw: Gateway, body: dict[str, Any]) -> None:
+    """Call the app as a server would for a client that sends its request and
+    hangs up before the response's first byte."""
+    raw = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": CHAT,
+        "raw_path": CHAT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {gw.token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": raw, "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        # A real server's send may wait for the socket; the hang-up is
+        # noticed meanwhile, before the body is first read.
+        await asyncio.sleep(0)
+
+    await gw.client.app(scope, receive, send)
 
 
 # -- cache ---------------------------------------------------------------------

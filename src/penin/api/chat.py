@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette import types as asgi
 
 from penin.api.auth import require
 from penin.api.problems import Problem
@@ -29,7 +30,7 @@ from penin.router.errors import (
     RouterError,
     UnknownModelError,
 )
-from penin.router.router import Outcome, Router
+from penin.router.router import Outcome, RoutedStream, Router
 
 router = APIRouter(prefix="/v1", tags=["router"])
 
@@ -150,9 +151,28 @@ async def _stream(routing: Router, body: dict[str, Any], outcome: Outcome) -> Re
         yield _cost_comment(outcome)
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers=_headers(outcome, cost=False)
+    return _RoutedResponse(
+        routed,
+        events(),
+        media_type="text/event-stream",
+        headers=_headers(outcome, cost=False),
     )
+
+
+class _RoutedResponse(StreamingResponse):
+    """A stream response that releases the routed stream however it ends."""
+
+    def __init__(self, routed: RoutedStream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._routed = routed
+
+    async def __call__(
+        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send
+    ) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._routed.abandon()
 
 
 def _event(payload: dict[str, Any]) -> bytes:

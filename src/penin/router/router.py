@@ -339,9 +339,11 @@ class RoutedStream:
         self._include_usage = bool(
             (request.get("stream_options") or {}).get("include_usage")
         )
+        self._read = False
 
     async def chunks(self) -> AsyncGenerator[Json, None]:
         """Chunks as they arrive; the usage chunk only if the client asked for it."""
+        self._read = True
         stream = self._routed.result
         text: list[str] = []
         started = time.perf_counter()
@@ -361,6 +363,20 @@ class RoutedStream:
             await _shielded(self._broken(exc, "".join(text), seconds))
             raise
         await _shielded(self._ended("".join(text), time.perf_counter() - started))
+
+    async def abandon(self) -> None:
+        """Release a stream whose chunks nobody began to read.
+
+        A client that leaves before the response body is first read cancels
+        the response before ``chunks`` starts, so its own clean-up never
+        runs; this frees the reservation, the breaker's trial slot and the
+        upstream connection instead, and records the request as cancelled.
+        Once ``chunks`` has started, it does that itself and this does nothing.
+        """
+        if self._read:
+            return
+        self._read = True
+        await _shielded(self._broken(asyncio.CancelledError(), "", 0.0))
 
     async def _ended(self, text: str, seconds: float) -> None:
         router, routed = self._router, self._routed
