@@ -15,6 +15,7 @@ from fakes.fault import DEFAULT_TEXT, Fault
 from fakes.gemini import FakeGemini
 from fakes.openai import FakeOpenAI
 from fakes.server import FakeServer
+from harness import assert_problem
 
 MODELS = {"anthropic": "claude-3-5-haiku-latest", "gemini": "gemini-2.0-flash"}
 USAGE = {"prompt_tokens": 3, "completion_tokens": REPLY_TOKENS, "total_tokens": 8}
@@ -244,8 +245,8 @@ def test_a_tool_result_that_answers_no_call_is_a_problem_and_reaches_no_provider
             response = gw.post({**chat(), "messages": orphan})
         sent = len(fake.requests)
 
-    assert response.status_code == 400, response.text
-    assert "answers no tool call" in response.json()["detail"]
+    body = assert_problem(response, 422, "validation")
+    assert "answers no tool call" in body["detail"]
     assert sent == 0
 
 

@@ -253,6 +253,10 @@ def _problem(exc: RouterError) -> Problem:
     if isinstance(exc, ProviderError):
         if exc.kind is ErrorKind.CONTENT_POLICY:
             return Problem(400, "content-policy", str(exc))
+        if exc.kind is ErrorKind.BAD_REQUEST and exc.status is None:
+            # The adapter could not put the request in its provider's
+            # protocol, so nothing was sent: the request is what is wrong.
+            return Problem(422, "validation", str(exc), fields=["messages"])
         return Problem(exc.status or 400, "upstream-rejected", str(exc))
     if isinstance(exc, NoDeploymentError):
         last = exc.last
