@@ -14,6 +14,8 @@ from fakes.wire import Reply, Request, json_reply, sse, sse_reply
 
 CONTEXT_WINDOW = 200_000
 REQUIRED = ("model", "max_tokens", "messages")
+MODELS = ("claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929")
+ROUTES = {("POST", "/v1/messages"), ("GET", "/v1/models")}
 
 
 @contextmanager
@@ -24,7 +26,8 @@ def serve_anthropic() -> Iterator[FakeAnthropic]:
 
 
 class FakeAnthropic(FakeServer):
-    """Speaks ``POST /v1/messages``; needs ``x-api-key`` and ``anthropic-version``."""
+    """Speaks ``POST /v1/messages`` and ``GET /v1/models`` (one page); needs
+    ``x-api-key`` and ``anthropic-version``."""
 
     name = "anthropic"
 
@@ -33,13 +36,15 @@ class FakeAnthropic(FakeServer):
         self._ids = itertools.count(1)
 
     def check(self, request: Request) -> Reply | None:
-        if (request.method, request.path) != ("POST", "/v1/messages"):
+        if (request.method, request.path) not in ROUTES:
             return _error(404, "not_found_error", "Not found")
         if not request.header("x-api-key"):
             return _error(401, "authentication_error", "x-api-key header is required")
         if not request.header("anthropic-version"):
             message = "anthropic-version: header is required"
             return _error(400, "invalid_request_error", message)
+        if request.method == "GET":
+            return None
         body = request.json
         if not isinstance(body, dict):
             return _error(400, "invalid_request_error", "The request body is not JSON")
@@ -71,6 +76,8 @@ class FakeAnthropic(FakeServer):
         return _error(fault.status, "api_error", "Internal server error")
 
     def answer(self, request: Request, fault: Fault) -> Reply:
+        if request.method == "GET":
+            return json_reply(200, _model_page())
         body: dict[str, Any] = request.json
         ident = f"msg_fake{next(self._ids)}"
         text = None if fault.kind is Kind.REFUSAL else fault.text
@@ -138,6 +145,20 @@ def _error(
     body = {"type": "error", "error": {"type": kind, "message": message}}
 
     return json_reply(status, body, headers)
+
+
+def _model_page() -> dict[str, Any]:
+    models = [
+        {"type": "model", "id": name, "display_name": name, "created_at": ""}
+        for name in MODELS
+    ]
+
+    return {
+        "data": models,
+        "has_more": False,
+        "first_id": MODELS[0],
+        "last_id": MODELS[-1],
+    }
 
 
 def _usage(usage: Usage) -> dict[str, int]:

@@ -13,6 +13,8 @@ from fakes.tokens import Usage, count, pieces, prompt_text, usage_for
 from fakes.wire import Reply, Request, json_reply, sse, sse_reply
 
 PREFIX = "/v1beta/models/"
+MODELS_PATH = "/v1beta/models"
+MODELS = ("gemini-2.5-flash", "gemini-2.5-pro")
 METHODS = ("generateContent", "streamGenerateContent")
 CONTEXT_WINDOW = 1_048_576
 # Google's canonical codes, which Gemini reports beside the HTTP status.
@@ -35,7 +37,8 @@ def serve_gemini() -> Iterator[FakeGemini]:
 
 
 class FakeGemini(FakeServer):
-    """Speaks ``/v1beta/models/{model}:{method}``; the key is a header or ``?key=``."""
+    """Speaks ``/v1beta/models/{model}:{method}`` and lists its models (one page)
+    at ``GET /v1beta/models``; the key is a header or ``?key=``."""
 
     name = "gemini"
 
@@ -44,12 +47,15 @@ class FakeGemini(FakeServer):
         self._ids = itertools.count(1)
 
     def check(self, request: Request) -> Reply | None:
+        listing = (request.method, request.path) == ("GET", MODELS_PATH)
         route = _route(request.path)
-        if route is None or request.method != "POST":
+        if not listing and (route is None or request.method != "POST"):
             return _error(404, "NOT_FOUND", f"{request.path} is not found.")
         if not (request.header("x-goog-api-key") or request.query.get("key")):
             message = "Method doesn't allow unregistered callers. Please use API Key."
             return _error(403, "PERMISSION_DENIED", message)
+        if listing or route is None:
+            return None
         if route[1] == "streamGenerateContent" and request.query.get("alt") != "sse":
             # The JSON-array stream (no alt=sse) is not implemented by this fake.
             message = (
@@ -81,6 +87,9 @@ class FakeGemini(FakeServer):
         return _error(fault.status, status, "An internal error has occurred.")
 
     def answer(self, request: Request, fault: Fault) -> Reply:
+        if request.method == "GET":
+            models = [{"name": f"models/{name}"} for name in MODELS]
+            return json_reply(200, {"models": models})
         body: dict[str, Any] = request.json
         model, _ = _route(request.path) or ("", "")
         ident = f"fake-response-{next(self._ids)}"

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fakes.anthropic import FakeAnthropic, serve_anthropic
+from fakes.anthropic import MODELS, FakeAnthropic, serve_anthropic
 from fakes.events import parse
 from fakes.fault import DEFAULT_TEXT, Fault
 
@@ -99,6 +99,14 @@ def test_a_refusal_stops_with_refusal_and_no_content(
         "message_stop",
     ]
     assert events[1].json["delta"]["stop_reason"] == "refusal"
+
+
+def test_models_lists_the_fakes_models_on_one_page(client: httpx.Client) -> None:
+    body = client.get("/v1/models").json()
+
+    assert [model["id"] for model in body["data"]] == list(MODELS)
+    assert body["has_more"] is False
+    assert body["last_id"] == MODELS[-1]
 
 
 def test_a_tool_call_cannot_be_scripted_on_this_fake(fake: FakeAnthropic) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from fakes.events import parse
 from fakes.fault import DEFAULT_TEXT, Fault
-from fakes.gemini import FakeGemini, serve_gemini
+from fakes.gemini import MODELS, FakeGemini, serve_gemini
 
 MODEL = "gemini-2.0-flash"
 PATH = f"/v1beta/models/{MODEL}:generateContent"
@@ -93,6 +93,19 @@ def test_a_stream_ends_each_event_with_crlf_and_finishes_on_the_last(
         "STOP",
     ]
     assert payloads[-1]["usageMetadata"]["candidatesTokenCount"] == 5
+
+
+def test_models_lists_the_fakes_models_by_resource_name(
+    fake: FakeGemini, client: httpx.Client
+) -> None:
+    body = client.get("/v1beta/models").json()
+    unkeyed = httpx.get(f"{fake.base_url}/v1beta/models", timeout=5)
+
+    assert [model["name"] for model in body["models"]] == [
+        f"models/{name}" for name in MODELS
+    ]
+    assert "nextPageToken" not in body
+    assert unkeyed.status_code == 403
 
 
 def test_a_stream_without_alt_sse_is_refused_by_name(client: httpx.Client) -> None:

@@ -12,9 +12,11 @@ from typing import Any
 import click
 
 from penin import __version__
+from penin.cli.budget import budget
 from penin.cli.keys import keys
 from penin.cli.ledger import ledger
-from penin.cli.route import budget, providers, route
+from penin.cli.providers import providers
+from penin.cli.route import route
 from penin.cli.serve import serve
 from penin.ledger.errors import LedgerError
 from penin.observability.logging import configure
