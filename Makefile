@@ -5,7 +5,7 @@ PENIN   := $(VENV)/bin/penin
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: run test lint typecheck unit system-deps bench clean
+.PHONY: run test lint typecheck unit system-deps bench litellm-env clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,9 +31,14 @@ unit: $(STAMP)
 
 test: system-deps lint typecheck unit
 
-bench: $(STAMP) system-deps
+# LiteLLM's proxy, in its own virtualenv: the router benchmark's comparison.
+litellm-env:
+	@sh benchmarks/litellm-env.sh
+
+bench: $(STAMP) system-deps litellm-env
 	$(PY) benchmarks/ledger_bench.py
 	$(PY) benchmarks/node_bench.py
+	$(PY) benchmarks/router_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

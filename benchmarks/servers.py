@@ -104,8 +104,8 @@ def start_floor(work: Path) -> Server:
     return spawn("floor", command, clean_env(), work)
 
 
-def wait_ready(server: Server, path: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_ready(server: Server, path: str, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
@@ -113,7 +113,7 @@ def wait_ready(server: Server, path: str) -> None:
             if httpx.get(server.url + path, timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{server.name} not ready in {START_TIMEOUT_S} s")
+    raise RuntimeError(f"{server.name} not ready in {timeout} s")
 
 
 def stop(server: Server) -> None:
