@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from penin.router.budget import Limits, Reservation
-from penin.router.budget_redis import BudgetUnavailableError, RedisBudgetStore
+from penin.router.budget import (
+    BudgetUnavailableError,
+    DayNotSeededError,
+    Limits,
+    Reservation,
+)
+from penin.router.budget_redis import RedisBudgetStore
 from penin.router.errors import BudgetExceededError
 from redisd import RedisCluster3, RedisServer
 
@@ -137,27 +142,50 @@ def test_releasing_gives_the_amount_back_once(redis_server: RedisServer) -> None
     asyncio.run(scenario())
 
 
-def test_seeding_sets_a_day_only_while_the_store_has_nothing_for_it(
-    redis_server: RedisServer,
-) -> None:
+def test_seeding_adds_each_ledgers_totals_once(redis_server: RedisServer) -> None:
     async def scenario() -> None:
-        store = RedisBudgetStore(redis_server.url)
-        await store.seed(DAY, 5_000, {"alice": 3_000, "bob": 2_000})
-        await store.seed(DAY, 1, {"alice": 1})  # a second node starting
-        await store.reserve("2026-12-05", "alice", 100, UNLIMITED)
-        await store.seed("2026-12-05", 9_999, {"alice": 9_999})
-        seeded = await store.spend(DAY, "alice")
-        bob = await store.spend(DAY, "bob")
-        nobody = await store.spend(DAY, None)
-        reserved_first = await store.spend("2026-12-05", "alice")
-        await store.close()
+        node_a = RedisBudgetStore(redis_server.url, ledger_id="ledger-a")
+        node_a_again = RedisBudgetStore(redis_server.url, ledger_id="ledger-a")
+        node_b = RedisBudgetStore(redis_server.url, ledger_id="ledger-b")
+        await node_a.seed(DAY, 5_000, {"alice": 3_000, "bob": 2_000})
+        await node_a_again.seed(DAY, 5_000, {"alice": 3_000})  # the same ledger
+        await node_b.seed(DAY, 700, {"alice": 700})  # a ledger of its own
+        alice = await node_a.spend(DAY, "alice")
+        bob = await node_b.spend(DAY, "bob")
+        for store in (node_a, node_a_again, node_b):
+            await store.close()
 
-        assert (seeded.global_nusd, seeded.key_nusd) == (5_000, 3_000)
+        assert (alice.global_nusd, alice.key_nusd) == (5_700, 3_700)
         assert bob.key_nusd == 2_000
-        assert (nobody.global_nusd, nobody.key_nusd) == (5_000, 0)
-        assert (reserved_first.global_nusd, reserved_first.key_nusd) == (100, 100)
 
     asyncio.run(scenario())
+
+
+def test_a_day_redis_lost_is_refused_until_the_ledger_seeds_it_again(
+    redis_server: RedisServer,
+) -> None:
+    async def scenario() -> list[str]:
+        store = RedisBudgetStore(redis_server.url, ledger_id="ledger-a")
+        reader = RedisBudgetStore(redis_server.url)  # requires no seed
+        outcomes = []
+        for step in ("new day", "seeded", "lost"):
+            if step == "seeded":
+                await store.seed(DAY, 1_000, {})
+            if step == "lost":
+                redis_server.client().flushall()
+            try:
+                await store.reserve(DAY, "alice", 100, UNLIMITED)
+                outcomes.append("reserved")
+            except DayNotSeededError as exc:
+                outcomes.append(f"{exc.day} not seeded")
+        await reader.reserve(DAY, "alice", 100, UNLIMITED)
+        for client in (store, reader):
+            await client.close()
+
+        return outcomes
+
+    lost = f"{DAY} not seeded"
+    assert asyncio.run(scenario()) == [lost, "reserved", lost]
 
 
 def test_days_are_separate_counters_that_expire_after_48_hours(

@@ -22,6 +22,7 @@ from starlette import types as asgi
 from penin.api.auth import require
 from penin.api.problems import Problem
 from penin.keys import Scope
+from penin.router.budget import BudgetUnavailableError
 from penin.router.errors import (
     BudgetExceededError,
     ErrorKind,
@@ -258,6 +259,16 @@ def _problem(exc: RouterError) -> Problem:
             # protocol, so nothing was sent: the request is what is wrong.
             return Problem(422, "validation", str(exc), fields=["messages"])
         return Problem(exc.status or 400, "upstream-rejected", str(exc))
+    if isinstance(exc, BudgetUnavailableError):
+        # The store's address stays in the node's log (budget.store_unreachable),
+        # not in an answer to a client.
+        return Problem(
+            503,
+            "budget-unavailable",
+            "the shared budget cannot be checked now, so nothing was sent "
+            "upstream; retry shortly",
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, NoDeploymentError):
         last = exc.last
         if last is not None and last.kind is ErrorKind.CONTEXT_LENGTH:

@@ -48,6 +48,7 @@ _TITLES = {
     "upstream-failed": "Every deployment tried failed",
     "no-deployment": "No deployment can take the request now",
     "no-cache": "This node has no response cache",
+    "budget-unavailable": "The shared budget store does not answer",
     "internal": "Internal error",
 }
 

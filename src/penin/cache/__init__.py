@@ -8,8 +8,8 @@ down.
 
 from __future__ import annotations
 
-from penin.cache.cache import ResponseCache
-from penin.cache.connection import RedisClient, connect, redact
+from penin.cache.cache import ResponseCache, check_config
+from penin.cache.connection import RedisClient, check_url, connect, redact
 from penin.cache.errors import CacheConfigError, CacheError
 from penin.cache.key import (
     CACHE_HEADER,
@@ -36,6 +36,8 @@ __all__ = [
     "ResponseCache",
     "SealKeys",
     "cache_key",
+    "check_config",
+    "check_url",
     "connect",
     "is_deterministic",
     "redact",

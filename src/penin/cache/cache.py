@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from penin.cache.connection import check_url
 from penin.cache.errors import CacheConfigError
 from penin.cache.memory import MemoryCache
 from penin.cache.redis import RedisCache
@@ -22,20 +23,28 @@ if TYPE_CHECKING:
     from penin.router.config import CacheConfig
 
 
+def check_config(config: CacheConfig, seal: SealKeys | None) -> None:
+    """Raise CacheConfigError when an L2 is configured that cannot run."""
+    if config.ttl_s <= 0 or not config.redis_url:
+        return
+    if seal is None:
+        raise CacheConfigError(
+            f"cache.redis_url is set but {ENV_NAME} is not: L2 values are "
+            f"sealed, so set {ENV_NAME}=KEY_ID:BASE64KEY (32 bytes or more, "
+            "e.g. from openssl rand -base64 32), the same on every node"
+        )
+    check_url(config.redis_url)
+
+
 class ResponseCache:
     """Cached response bodies by cache key, with the level that served them."""
 
     def __init__(self, config: CacheConfig, seal: SealKeys | None) -> None:
+        check_config(config, seal)
         self.enabled = config.ttl_s > 0
         self.l1 = MemoryCache(config.max_entries, config.ttl_s)
         self.l2: RedisCache | None = None
-        if self.enabled and config.redis_url:
-            if seal is None:
-                raise CacheConfigError(
-                    f"cache.redis_url is set but {ENV_NAME} is not: L2 values are "
-                    f"sealed, so set {ENV_NAME}=KEY_ID:BASE64KEY (32 bytes or more, "
-                    "e.g. from openssl rand -base64 32), the same on every node"
-                )
+        if self.enabled and config.redis_url and seal is not None:
             self.l2 = RedisCache(config.redis_url, seal, config.ttl_s)
         # Counts invalidations, so that an L2 value fetched while one arrived
         # is served but not kept in L1 (it may be the value just invalidated).
@@ -89,7 +98,7 @@ class ResponseCache:
 
     async def start(self) -> None:
         if self.l2 is not None:
-            await self.l2.start(self._drop, on_gap=self._drop_all)
+            await self.l2.start(self._heard, on_gap=self._heard_gap)
 
     async def close(self) -> None:
         if self.l2 is not None:
@@ -98,6 +107,14 @@ class ResponseCache:
     def _drop(self, key: str) -> None:
         self._generation += 1
         self.l1.delete(key)
+
+    def _heard(self, key: str) -> None:
+        CACHE_METRICS.invalidations.labels("key").inc()
+        self._drop(key)
+
+    def _heard_gap(self) -> None:
+        CACHE_METRICS.invalidations.labels("all").inc()
+        self._drop_all()
 
     def _drop_all(self) -> None:
         self._generation += 1

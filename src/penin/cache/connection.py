@@ -33,8 +33,19 @@ MAX_IN_FLIGHT = 64
 FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
+def check_url(url: str) -> None:
+    """Raise CacheConfigError unless ``connect`` knows the scheme of ``url``."""
+    scheme = url.partition("://")[0]
+    if scheme not in CLUSTER_SCHEMES and scheme not in SINGLE_SCHEMES:
+        raise CacheConfigError(
+            f"Redis URL {redact(url)!r} has scheme {scheme!r}; use one of "
+            f"{', '.join(s + '://' for s in (*SINGLE_SCHEMES, *CLUSTER_SCHEMES))}"
+        )
+
+
 def connect(url: str, *, timeout_s: float, retries: int = 0) -> RedisClient:
     """A client for ``url``; it connects lazily, on its first command."""
+    check_url(url)
     scheme, _, rest = url.partition("://")
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
@@ -43,13 +54,8 @@ def connect(url: str, *, timeout_s: float, retries: int = 0) -> RedisClient:
     }
     if scheme in CLUSTER_SCHEMES:
         return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
-    if scheme in SINGLE_SCHEMES:
-        return Redis.from_url(url, **options)
 
-    raise CacheConfigError(
-        f"Redis URL {redact(url)!r} has scheme {scheme!r}; use one of "
-        f"{', '.join(s + '://' for s in (*SINGLE_SCHEMES, *CLUSTER_SCHEMES))}"
-    )
+    return Redis.from_url(url, **options)
 
 
 def redact(url: str) -> str:

@@ -60,7 +60,9 @@ async def _budget_status(
     from penin.router.budget_redis import RedisBudgetStore  # noqa: PLC0415
     from penin.router.errors import RouterError  # noqa: PLC0415
 
-    redis_url = settings.budget.redis_url or settings.cache.redis_url
+    # Nodes keep their counters in Redis only when a limit is set.
+    shared = settings.budget.redis_url or settings.cache.redis_url
+    redis_url = shared if settings.budget.limited else None
     try:
         store = RedisBudgetStore(redis_url) if redis_url else MemoryBudgetStore()
     except CacheError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import ssl
 from pathlib import Path
 from types import FrameType
@@ -48,15 +49,24 @@ def _check_tls(cert: Path, key: Path) -> None:
 
 
 def _check_router(settings: Settings) -> None:
-    """Provider keys and prices, checked before uvicorn would log a traceback."""
+    """Provider keys, prices, seal keys and Redis URLs, checked before uvicorn
+    would log a traceback."""
     if not settings.models:
         return
+    from penin import cache  # noqa: PLC0415
     from penin.router.deployments import ConfigurationError, preflight  # noqa: PLC0415
     from penin.router.prices import PriceTable  # noqa: PLC0415
 
+    config = settings.router_config()
     try:
-        preflight(settings.router_config(), PriceTable.bundled())
-    except ConfigurationError as exc:
+        preflight(config, PriceTable.bundled())
+        seal_text = os.environ.get(cache.SEAL_KEYS_ENV)
+        cache.check_config(
+            config.cache, cache.SealKeys.from_env(seal_text) if seal_text else None
+        )
+        if config.budget.redis_url:
+            cache.check_url(config.budget.redis_url)
+    except (ConfigurationError, cache.CacheConfigError) as exc:
         raise click.UsageError(str(exc)) from None
 
 

@@ -224,11 +224,19 @@ class CacheMetrics:
             ["level"],
             registry=REGISTRY,
         )
+        self.invalidations = Counter(
+            "penin_cache_invalidations_total",
+            "Invalidations heard on Redis and applied to this node's L1, by kind.",
+            ["kind"],
+            registry=REGISTRY,
+        )
         self.l2_up = Gauge(
             "penin_cache_l2_up",
             "1 while the L2 cache (Redis) answers, 0 while it does not.",
             registry=REGISTRY,
         )
+        for kind in ("key", "all"):
+            self.invalidations.labels(kind)
         for level in ("l1", "l2"):
             self.hits.labels(level)
             self.misses.labels(level)

@@ -10,11 +10,15 @@ reservation is settled to the actual cost, or released if the call failed.
 Amounts are integers in nano-USD, so counters are exact. A store
 (:class:`BudgetStore`) holds the counters: :class:`MemoryBudgetStore` here for
 one process, ``budget_redis.RedisBudgetStore`` for nodes that share a budget.
+A store that cannot answer raises :class:`BudgetUnavailableError` and nothing
+is sent upstream; one that lost a day it had counted raises
+:class:`DayNotSeededError`, and the day is seeded again from the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
 import threading
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from penin.router.config import BudgetConfig
-from penin.router.errors import BudgetExceededError
+from penin.router.errors import BudgetExceededError, RouterError
 from penin.router.prices import nusd, usd
 
 if TYPE_CHECKING:
@@ -38,6 +42,29 @@ log = structlog.get_logger("penin.router.budget")
 
 AUDIT_EVENT = "router.request"
 _PAGE = 1000
+
+
+class BudgetUnavailableError(RouterError):
+    """The shared budget store did not answer; nothing may be sent upstream."""
+
+    def __init__(self, where: str, operation: str, error: BaseException) -> None:
+        detail = str(error) or type(error).__name__
+        super().__init__(
+            f"the budget store at {where} failed a {operation} ({detail}); "
+            "no request is sent upstream until it does: check that Redis runs "
+            "and that this node can reach it"
+        )
+        self.where = where
+        self.operation = operation
+
+
+class DayNotSeededError(BudgetUnavailableError):
+    """The store holds no seed of this node's ledger for the day: it lost the
+    day's counters (a Redis restarted without persistence) or the day is new."""
+
+    def __init__(self, where: str, day: str) -> None:
+        super().__init__(where, "reserve", RuntimeError(f"day {day} is not seeded"))
+        self.day = day
 
 
 @dataclass(frozen=True)
@@ -107,7 +134,9 @@ class BudgetStore(Protocol):
         self, day: str, key_id: str, amount_nusd: int, limits: Limits
     ) -> Reservation:
         """Check both limits and add to both counters, or raise
-        BudgetExceededError and add nothing."""
+        BudgetExceededError and add nothing. A store shared by nodes raises
+        DayNotSeededError when this node's ledger has not been seeded into
+        the day (see ``seed``); the caller seeds it and tries again."""
 
     async def settle(self, reservation: Reservation, actual_nusd: int) -> None:
         """Replace the reserved amount by the actual one, never refusing; a
@@ -119,7 +148,8 @@ class BudgetStore(Protocol):
     async def spend(self, day: str, key_id: str | None) -> Spend: ...
 
     async def seed(self, day: str, global_nusd: int, per_key: dict[str, int]) -> None:
-        """Set the day's settled totals, only if the store has nothing for it."""
+        """Count the day's settled totals from this node's ledger, once: a
+        store that has them already (from this ledger) changes nothing."""
 
     async def close(self) -> None: ...
 
@@ -261,6 +291,9 @@ class Budget:
         self.store = store
         self._clock = clock
         self._limits = Limits.from_config(config)
+        self._ledger: WORMLedger | None = None
+        self._seeding = asyncio.Lock()
+        self._seeds = 0  # rebuilds so far, so that waiters rebuild only once
 
     def limits(self) -> Limits:
         return self._limits
@@ -270,10 +303,13 @@ class Budget:
 
     async def reserve(self, key_id: str, amount_nusd: int) -> Reservation:
         """Reserve a call's worst-case cost; BudgetExceededError if it cannot."""
+        day, seeds = self.today(), self._seeds
         try:
-            return await self.store.reserve(
-                self.today(), key_id, amount_nusd, self._limits
-            )
+            try:
+                return await self.store.reserve(day, key_id, amount_nusd, self._limits)
+            except DayNotSeededError:
+                await self._reseed(seeds)
+                return await self.store.reserve(day, key_id, amount_nusd, self._limits)
         except BudgetExceededError as exc:
             log.info(
                 "budget.refused",
@@ -285,10 +321,16 @@ class Budget:
             raise
 
     async def settle(self, reservation: Reservation, actual_nusd: int) -> None:
-        await self.store.settle(reservation, actual_nusd)
+        # A call that was made is answered and recorded even if its store
+        # went away meanwhile: the reservation stays counted at its worst
+        # case, or, if the store lost the day, the record counts it when the
+        # day is seeded again.
+        with contextlib.suppress(BudgetUnavailableError):
+            await self.store.settle(reservation, actual_nusd)
 
     async def release(self, reservation: Reservation) -> None:
-        await self.store.release(reservation)
+        with contextlib.suppress(BudgetUnavailableError):
+            await self.store.release(reservation)
 
     async def status(self, key_id: str | None) -> BudgetStatus:
         spend = await self.store.spend(self.today(), key_id)
@@ -313,10 +355,20 @@ class Budget:
         )
 
     async def rebuild(self, ledger: WORMLedger) -> None:
-        """Seed today's settled totals from the ledger's ``router.request`` records."""
+        """Seed today's settled totals from the ledger's ``router.request`` records.
+
+        A store that does not answer is seeded later, by the first
+        reservation that finds the day unseeded.
+        """
+        self._ledger = ledger
+        self._seeds += 1
         day = self.today()
         global_nusd, per_key, records = await asyncio.to_thread(_sum_day, ledger, day)
-        await self.store.seed(day, global_nusd, per_key)
+        try:
+            await self.store.seed(day, global_nusd, per_key)
+        except BudgetUnavailableError as exc:
+            log.warning("budget.rebuild_deferred", day=day, error=str(exc))
+            return
         log.info(
             "budget.rebuilt",
             day=day,
@@ -324,6 +376,12 @@ class Budget:
             keys=len(per_key),
             global_usd=usd(global_nusd),
         )
+
+    async def _reseed(self, seeds_seen: int) -> None:
+        """Seed the day again, unless another task did since ``seeds_seen``."""
+        async with self._seeding:
+            if self._ledger is not None and self._seeds == seeds_seen:
+                await self.rebuild(self._ledger)
 
     async def close(self) -> None:
         await self.store.close()

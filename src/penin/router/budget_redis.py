@@ -5,7 +5,9 @@ script's keys sit in one slot of a Redis Cluster:
 
 - ``penin:budget:{D}:global``: nano-USD settled plus reserved, everyone;
 - ``penin:budget:{D}:key:<key id>``: the same for one API key;
-- ``penin:budget:{D}:reservation:<id>``: the amount of an open reservation.
+- ``penin:budget:{D}:reservation:<id>``: the amount of an open reservation;
+- ``penin:budget:{D}:seeded:<ledger id>``: present once that ledger's
+  ``router.request`` records of the day have been added to the counters.
 
 Each operation is one Lua script, so check-and-add is atomic across nodes.
 Counters change only by INCRBY/DECRBY of decimal strings, never through a
@@ -16,6 +18,13 @@ those applies once, and a retried reserve (same id) adds nothing twice. Every
 key expires 48 hours after its last write. A node that dies with a
 reservation open leaves it counted until the day's keys expire: the budget
 errs on the side of spending less.
+
+Seeding adds a node's ledger totals once per ledger and day, so nodes with
+ledgers of their own add up, and nodes sharing one ledger (its origin names
+it) count it once. A store given a ledger id refuses to reserve, with
+:class:`DayNotSeededError`, while that ledger's seed of the day is missing: a
+Redis that restarted empty, or a new day, is seeded again from the ledger
+before anything is admitted, instead of starting the day's count from zero.
 
 Budgets fail closed: when Redis does not answer, every operation raises
 :class:`BudgetUnavailableError`, and the router sends nothing upstream.
@@ -33,8 +42,15 @@ import structlog
 from redis.commands.core import AsyncScript
 
 from penin.cache.connection import FAILURES, MAX_IN_FLIGHT, connect, redact
-from penin.router.budget import Limits, Reservation, Spend, new_reservation_id
-from penin.router.errors import BudgetExceededError, RouterError
+from penin.router.budget import (
+    BudgetUnavailableError,
+    DayNotSeededError,
+    Limits,
+    Reservation,
+    Spend,
+    new_reservation_id,
+)
+from penin.router.errors import BudgetExceededError
 from penin.router.prices import usd
 
 log = structlog.get_logger("penin.router.budget")
@@ -45,15 +61,20 @@ PREFIX = "penin:budget:"
 DAY_TTL_MS = 48 * 3600 * 1000
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SCOPES = {-1: "global", -2: "key"}
+_NOT_SEEDED = -3
 
-# KEYS: global, key, reservation. ARGV: amount, global limit, key limit (""
-# for none), ttl. Returns {status, global, key}: 1 reserved (or had been,
-# by this id), -1/-2 refused by the global/key limit, totals as strings.
+# KEYS: global, key, reservation, seed mark. ARGV: amount, global limit, key
+# limit ("" for none), ttl, "1" to require the seed mark. Returns {status,
+# global, key}: 1 reserved (or had been, by this id), -1/-2 refused by the
+# global/key limit, -3 refused for want of the seed mark; totals as strings.
 _RESERVE = """
 local g = redis.call('GET', KEYS[1]) or '0'
 local k = redis.call('GET', KEYS[2]) or '0'
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {1, g, k}
+end
+if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return {-3, g, k}
 end
 local amount = tonumber(ARGV[1])
 if ARGV[2] ~= '' and tonumber(g) + amount > tonumber(ARGV[2]) then
@@ -86,40 +107,38 @@ redis.call('DEL', KEYS[3])
 return 1
 """
 
-# KEYS: global, then one per key. ARGV: ttl, global total, then one per key.
-# Returns 1 when seeded, 0 when the day already had a global counter.
+# KEYS: seed mark, global, then one per key. ARGV: ttl, global total, then
+# one per key. Returns 1 when added, 0 when this ledger had been added.
 _SEED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+for i = 2, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return 1
 """
 
 
-class BudgetUnavailableError(RouterError):
-    """The shared budget store did not answer; nothing may be sent upstream."""
-
-    def __init__(self, where: str, operation: str, error: BaseException) -> None:
-        detail = str(error) or type(error).__name__
-        super().__init__(
-            f"the budget store at {where} failed a {operation} ({detail}); "
-            "no request is sent upstream until it does: check that Redis runs "
-            "and that this node can reach it"
-        )
-        self.where = where
-        self.operation = operation
-
-
 class RedisBudgetStore:
-    """A BudgetStore on Redis or Redis Cluster (``redis+cluster://``)."""
+    """A BudgetStore on Redis or Redis Cluster (``redis+cluster://``).
+
+    ``ledger_id`` names the ledger this node seeds from; without it (a
+    read-only client such as ``penin budget status``) nothing requires a seed.
+    """
 
     def __init__(
-        self, url: str, *, timeout_s: float = 1.0, warn_every_s: float = 30.0
+        self,
+        url: str,
+        *,
+        ledger_id: str | None = None,
+        timeout_s: float = 1.0,
+        warn_every_s: float = 30.0,
     ) -> None:
         self.where = redact(url)
+        self.ledger_id = ledger_id
         # One retry is safe: every script is idempotent per reservation id.
         self._client = connect(url, timeout_s=timeout_s, retries=1)
         self._deadline_s = 3 * timeout_s
@@ -135,16 +154,23 @@ class RedisBudgetStore:
     ) -> Reservation:
         _check_amount(amount_nusd)
         reservation_id = new_reservation_id()
-        keys = [*_counters(day, key_id), _reservation(day, reservation_id)]
+        keys = [
+            *_counters(day, key_id),
+            _reservation(day, reservation_id),
+            self._seed_mark(day),
+        ]
         args = [
             amount_nusd,
             _limit(limits.global_nusd),
             _limit(limits.key_nusd),
             DAY_TTL_MS,
+            "" if self.ledger_id is None else "1",
         ]
         status, global_text, key_text = await self._run(
             "reserve", self._script(self._reserve, keys, args)
         )
+        if status == _NOT_SEEDED:
+            raise DayNotSeededError(self.where, day)
         global_nusd, key_nusd = int(global_text), int(key_text)
         if status in _SCOPES:
             scope = _SCOPES[status]
@@ -185,9 +211,13 @@ class RedisBudgetStore:
         return Spend(day, totals[0], totals[1] if key_id is not None else 0)
 
     async def seed(self, day: str, global_nusd: int, per_key: dict[str, int]) -> None:
-        keys = [_counters(day, "")[0]] + [_counters(day, k)[1] for k in per_key]
+        keys = [self._seed_mark(day), _counters(day, "")[0]]
+        keys += [_counters(day, k)[1] for k in per_key]
         args = [DAY_TTL_MS, global_nusd, *per_key.values()]
         await self._run("seed", self._script(self._seed, keys, args))
+
+    def _seed_mark(self, day: str) -> str:
+        return f"{_day_tag(day)}:seeded:{self.ledger_id or ''}"
 
     async def close(self) -> None:
         try:

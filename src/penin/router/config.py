@@ -83,6 +83,11 @@ class BudgetConfig(_Strict):
     # cache.redis_url when that is set, else in this process only.
     redis_url: str | None = None
 
+    @property
+    def limited(self) -> bool:
+        """Whether a limit is set; without one, no node needs Redis to agree."""
+        return self.daily_usd is not None or self.per_key_daily_usd is not None
+
 
 class CacheConfig(_Strict):
     ttl_s: float = Field(3600.0, ge=0)

@@ -10,6 +10,7 @@ and appends one ``router.request`` record before the client has the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,13 @@ import structlog
 from penin.cache import ResponseCache, SealKeys, cache_key, wants_cache
 from penin.ledger.ledger import WORMLedger
 from penin.observability.metrics import NODE_METRICS, ROUTER_METRICS
-from penin.router.budget import Budget, BudgetStatus, BudgetStore, MemoryBudgetStore
+from penin.router.budget import (
+    Budget,
+    BudgetStatus,
+    BudgetStore,
+    BudgetUnavailableError,
+    MemoryBudgetStore,
+)
 from penin.router.config import RouterConfig
 from penin.router.deployments import Deployment, Group, build_groups
 from penin.router.errors import BudgetExceededError, ProviderError, UnknownModelError
@@ -139,7 +146,10 @@ class Router:
         self._loop = Loop(self.groups, self.config.router, self.budget, rng)
         await self.budget.rebuild(self.ledger)
         await self.cache.start()
-        await self._refresh_budget_gauge()
+        # A node whose budget store is down starts all the same, and refuses
+        # paid calls until the store answers.
+        with contextlib.suppress(BudgetUnavailableError):
+            await self._refresh_budget_gauge()
         log.info(
             "router.started",
             models=len(self.groups),
@@ -181,8 +191,8 @@ class Router:
                 outcome.cache_level = cached[1]
                 await self._finish(outcome, request, body)
                 return body
-        plan = await self._plan(request, outcome)
         try:
+            plan = await self._plan(request, outcome)
             routed = await self._run(group, plan, outcome, _complete_call(request))
         except BaseException as exc:
             await self._failed(outcome, request, exc)
@@ -200,8 +210,8 @@ class Router:
     async def stream(self, request: Json, outcome: Outcome) -> RoutedStream:
         """A started stream: its first chunk has arrived from the deployment."""
         group = self.group(request.get("model"))
-        plan = await self._plan(request, outcome)
         try:
+            plan = await self._plan(request, outcome)
             routed = await self._run(group, plan, outcome, _stream_call(request))
         except BaseException as exc:
             await self._failed(outcome, request, exc)
@@ -312,8 +322,11 @@ class Router:
             log.error("router.audit_failed", error=str(audit_error))
 
     async def _finish(self, outcome: Outcome, request: Json, body: Json | None) -> None:
-        outcome.budget = await self.budget.status(outcome.key_id)
-        await self._refresh_budget_gauge(outcome.budget)
+        # An answer already had (or a call already failed) is recorded even
+        # when the budget store went away meanwhile; only what is left is lost.
+        with contextlib.suppress(BudgetUnavailableError):
+            outcome.budget = await self.budget.status(outcome.key_id)
+            await self._refresh_budget_gauge(outcome.budget)
         await self.ledger.append_record_async(AUDIT_EVENT, outcome.record())
         overhead = time.perf_counter() - outcome.started - outcome.upstream_s
         ROUTER_METRICS.overhead.observe(max(overhead, 0.0))
@@ -487,8 +500,8 @@ def _sha256(value: object) -> str:
 def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
     """A router with the stores its config names: Redis when a URL is set.
 
-    One Redis can serve all three: budgets and rpm/tpm windows use
-    ``budget.redis_url``, else ``cache.redis_url``. L2 cache values are
+    One Redis can serve all three: budgets (when a limit is set) and rpm/tpm
+    windows use ``budget.redis_url``, else ``cache.redis_url``. L2 cache values are
     sealed with the keys in ``PENIN_CACHE_SEAL_KEYS``, which a node with an L2
     cache must have.
     """
@@ -497,7 +510,9 @@ def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
     seal_text = os.environ.get(SEAL_KEYS_ENV)
     seal = SealKeys.from_env(seal_text) if seal_text else None
     redis_url = config.budget.redis_url or config.cache.redis_url
-    store = RedisBudgetStore(redis_url) if redis_url else None
+    store = None
+    if redis_url and config.budget.limited:
+        store = RedisBudgetStore(redis_url, ledger_id=ledger.origin)
     rates = SharedRates(redis_url) if redis_url else None
 
     return Router(config, ledger, budget_store=store, rates=rates, seal_keys=seal)
