@@ -17,9 +17,10 @@ input. A blob that is too short, of another version, under a key id that is
 not listed, or whose MAC differs (compared in constant time) does not open.
 
 Keys come from ``PENIN_CACHE_SEAL_KEYS`` as ``kid1:BASE64,kid0:BASE64``: the
-first seals, every listed key opens. To rotate, put a new key first, keep the
-old one listed for one cache TTL, then remove it. Key material never appears
-in an error, a log line or a ``repr``.
+first seals, every listed key opens. To rotate without a failed seal, list a
+new key second on every node, then first, and remove the old one a cache TTL
+later (docs/cache.md). Key material never appears in an error, a log line or
+a ``repr``.
 """
 
 from __future__ import annotations
