@@ -9,7 +9,10 @@ Redis answers at start-up. Every socket wait is bounded by ``timeout_s``.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
@@ -31,6 +34,66 @@ MAX_IN_FLIGHT = 64
 
 # What a call to an unreachable, dying or timing-out Redis raises.
 FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+T = TypeVar("T")
+
+
+class BoundedRedis:
+    """One Redis client whose calls are bounded and whose failures are told once.
+
+    Each call has a deadline of three socket timeouts and waits its turn
+    behind ``MAX_IN_FLIGHT`` others. A failure is logged as the warning
+    ``event`` at most once per ``warn_every_s``, with ``fields``, and then
+    raised for the caller to decide: fail closed, or fall back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        log: Any,
+        event: str,
+        timeout_s: float,
+        warn_every_s: float = 30.0,
+        retries: int = 0,
+        **fields: str,
+    ) -> None:
+        self.where = redact(url)
+        self.client = connect(url, timeout_s=timeout_s, retries=retries)
+        self._log = log
+        self._event = event
+        self._fields = fields
+        self._deadline_s = 3 * timeout_s
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._warn_every_s = warn_every_s
+        self._warned_at: float | None = None
+
+    async def call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self._deadline_s), self._in_flight:
+                return await call()
+        except FAILURES as exc:
+            self._warn(operation, exc)
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except FAILURES as exc:
+            self._log.debug("redis.close_failed", redis=self.where, error=str(exc))
+
+    def _warn(self, operation: str, error: BaseException) -> None:
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < self._warn_every_s:
+            return
+        self._warned_at = now
+        self._log.warning(
+            self._event,
+            redis=self.where,
+            operation=operation,
+            error=str(error) or type(error).__name__,
+            **self._fields,
+        )
 
 
 def check_url(url: str) -> None:

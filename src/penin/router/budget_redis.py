@@ -32,16 +32,14 @@ Budgets fail closed: when Redis does not answer, every operation raises
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
 from redis.commands.core import AsyncScript
 
-from penin.cache.connection import FAILURES, MAX_IN_FLIGHT, connect, redact
+from penin.cache.connection import FAILURES, BoundedRedis
 from penin.router.budget import (
     BudgetUnavailableError,
     DayNotSeededError,
@@ -137,17 +135,21 @@ class RedisBudgetStore:
         timeout_s: float = 1.0,
         warn_every_s: float = 30.0,
     ) -> None:
-        self.where = redact(url)
-        self.ledger_id = ledger_id
         # One retry is safe: every script is idempotent per reservation id.
-        self._client = connect(url, timeout_s=timeout_s, retries=1)
-        self._deadline_s = 3 * timeout_s
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._warn_every_s = warn_every_s
-        self._warned_at: float | None = None
-        self._reserve = self._client.register_script(_RESERVE)
-        self._settle = self._client.register_script(_SETTLE)
-        self._seed = self._client.register_script(_SEED)
+        self._redis = BoundedRedis(
+            url,
+            log=log,
+            event="budget.store_unreachable",
+            timeout_s=timeout_s,
+            warn_every_s=warn_every_s,
+            retries=1,
+        )
+        self.where = self._redis.where
+        self.ledger_id = ledger_id
+        client = self._redis.client
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._seed = client.register_script(_SEED)
 
     async def reserve(
         self, day: str, key_id: str, amount_nusd: int, limits: Limits
@@ -205,7 +207,7 @@ class RedisBudgetStore:
     async def spend(self, day: str, key_id: str | None) -> Spend:
         global_key, key_key = _counters(day, key_id or "")
         names = [global_key] if key_id is None else [global_key, key_key]
-        values = await self._run("spend", lambda: self._client.mget(names))
+        values = await self._run("spend", lambda: self._redis.client.mget(names))
         totals = [int(v) if v is not None else 0 for v in values]
 
         return Spend(day, totals[0], totals[1] if key_id is not None else 0)
@@ -220,10 +222,7 @@ class RedisBudgetStore:
         return f"{_day_tag(day)}:seeded:{self.ledger_id or ''}"
 
     async def close(self) -> None:
-        try:
-            await self._client.aclose()
-        except FAILURES as exc:
-            log.debug("budget.close_failed", error=str(exc))
+        await self._redis.close()
 
     def _script(
         self, script: AsyncScript, keys: list[str], args: list[Any]
@@ -232,23 +231,9 @@ class RedisBudgetStore:
 
     async def _run(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            async with asyncio.timeout(self._deadline_s), self._in_flight:
-                return await call()
+            return await self._redis.call(operation, call)
         except FAILURES as exc:
-            self._warn(operation, exc)
             raise BudgetUnavailableError(self.where, operation, exc) from exc
-
-    def _warn(self, operation: str, error: BaseException) -> None:
-        now = time.monotonic()
-        if self._warned_at is not None and now - self._warned_at < self._warn_every_s:
-            return
-        self._warned_at = now
-        log.warning(
-            "budget.store_unreachable",
-            redis=self.where,
-            operation=operation,
-            error=str(error) or type(error).__name__,
-        )
 
 
 def _day_tag(day: str) -> str:

@@ -18,7 +18,6 @@ instead (``budget_redis``).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from penin.cache.connection import FAILURES, MAX_IN_FLIGHT, connect, redact
+from penin.cache.connection import FAILURES, BoundedRedis
 from penin.router.limits import WINDOW_S, RateWindow, UsageWindow
 
 log = structlog.get_logger("penin.router")
@@ -106,15 +105,18 @@ class SharedRates:
         warn_every_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.where = redact(url)
+        self._redis = BoundedRedis(
+            url,
+            log=log,
+            event="rate_window.store_unreachable",
+            timeout_s=timeout_s,
+            warn_every_s=warn_every_s,
+            fallback="limits counted per node",
+        )
+        self.where = self._redis.where
         self.clock = clock
-        self._client = connect(url, timeout_s=timeout_s)
-        self._deadline_s = 3 * timeout_s
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._warn_every_s = warn_every_s
-        self._warned_at: float | None = None
-        self.acquire_script = self._client.register_script(_ACQUIRE)
-        self.adjust_script = self._client.register_script(_ADJUST)
+        self.acquire_script = self._redis.client.register_script(_ACQUIRE)
+        self.adjust_script = self._redis.client.register_script(_ADJUST)
 
     def window(self, deployment: str, rpm: int | None, tpm: int | None) -> RateWindow:
         """A shared window when the deployment has a limit, else a local one."""
@@ -126,30 +128,12 @@ class SharedRates:
     async def run(self, operation: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """``call``'s answer, or None when Redis failed (warned once per interval)."""
         try:
-            async with asyncio.timeout(self._deadline_s), self._in_flight:
-                return await call()
-        except FAILURES as exc:
-            self._warn(operation, exc)
+            return await self._redis.call(operation, call)
+        except FAILURES:
             return None
 
     async def close(self) -> None:
-        try:
-            await self._client.aclose()
-        except FAILURES as exc:
-            log.debug("rate_window.close_failed", error=str(exc))
-
-    def _warn(self, operation: str, error: BaseException) -> None:
-        now = time.monotonic()
-        if self._warned_at is not None and now - self._warned_at < self._warn_every_s:
-            return
-        self._warned_at = now
-        log.warning(
-            "rate_window.store_unreachable",
-            redis=self.where,
-            operation=operation,
-            error=str(error) or type(error).__name__,
-            fallback="limits counted per node",
-        )
+        await self._redis.close()
 
 
 class SharedUsageWindow:
