@@ -75,7 +75,11 @@ def test_the_worm_check_writes_the_probe_but_appends_no_record(
     ("url", "status", "body"),
     [
         ("/livez", 200, {"status": "alive"}),
-        ("/readyz", 200, {"ready": True, "stopping": False, "writer_running": True}),
+        (
+            "/readyz",
+            200,
+            {"ready": True, "warmed": True, "stopping": False, "writer_running": True},
+        ),
         ("/primary", 200, {"role": "primary", "accepts_writes": True}),
         ("/replica", 503, {"role": "primary", "accepts_writes": True}),
     ],

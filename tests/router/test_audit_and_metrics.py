@@ -227,3 +227,28 @@ def test_an_open_circuit_on_every_deployment_fails_health_until_a_trial_succeeds
     assert healthy.json()["details"]["router"]["models_without_deployment"] == []
     assert value(closed_metrics, "penin_router_circuit_state", **deployment_label) == 0
     assert value(closed_metrics, "penin_health_check_ok", check="router") == 1
+
+
+# -- start-up --------------------------------------------------------------------
+
+
+def test_a_routing_node_is_ready_once_its_tokenizer_is_loaded_and_heap_settled(
+    tmp_path: Path, fake_a: FakeOpenAI
+) -> None:
+    with live_node(tmp_path, config_for(fake_a)) as node:
+        ready = wait_for(
+            lambda: (r := node.server.get("/readyz")).status_code == 200 and r,
+            20,
+            "/readyz to answer 200",
+        )
+        settled = [
+            e for e in node.server.log_events() if e["event"] == "node.heap_settled"
+        ]
+        with node.chat() as http:
+            first = http.post(CHAT, json=chat())
+
+    assert ready.json()["warmed"] is True
+    # /readyz waited for the tokenizer, then the heap was frozen, once.
+    assert len(settled) == 1
+    assert settled[0]["frozen_objects"] > 10_000
+    assert first.status_code == 200

@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
         await _warm_up(app)
+        node.warm()
         try:
             yield
         finally:

@@ -155,7 +155,11 @@ async def livez() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """200 when the node can serve requests, 503 while starting or stopping."""
     ok, detail = request.app.state.health.core()
-    return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
+    warmed = request.app.state.node.ready
+    ok = ok and warmed
+    body = {"ready": ok, "warmed": warmed, **detail}
+
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 def _role(node: Node) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import time
 import uuid
@@ -27,6 +28,7 @@ from penin.ledger.record import parse_ts
 from penin.ledger.verify import VerifyReport
 from penin.observability.metrics import LEDGER_METRICS, NODE_METRICS
 from penin.router.router import Router, build_router
+from penin.router.tokens import preload as preload_tokenizer
 
 log = structlog.get_logger("penin.node")
 
@@ -68,6 +70,7 @@ class Node:
         # None until started, and on a node with no models configured.
         self.router: Router | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._warming: asyncio.Task[None] | None = None
         self._last_checkpoint: Checkpoint | None = None
         self._checkpoint_signed_at: float | None = None
 
@@ -102,6 +105,33 @@ class Node:
             await asyncio.to_thread(self._checkpoint_if_grown)
         await asyncio.to_thread(self.ledger.close)
         log.info("node.stopped")
+
+    def warm(self) -> None:
+        """Load what the first requests would otherwise wait for; called once
+        the routes are built.
+
+        A node with models reads the tokenizer (half a second) in a thread,
+        so that it answers /livez at once; /readyz says 503 until then.
+        """
+        if self.router is None:
+            _settle_heap()
+        else:
+            self._warming = self._spawn(self._load_tokenizer())
+
+    async def _load_tokenizer(self) -> None:
+        await asyncio.to_thread(preload_tokenizer)
+        _settle_heap()
+
+    @property
+    def ready(self) -> bool:
+        """Not stopping, and done loading what requests need."""
+        task = self._warming
+        if task is not None and (
+            not task.done() or task.cancelled() or task.exception() is not None
+        ):
+            return False
+
+        return not self.stopping
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -176,3 +206,17 @@ class Node:
         usage = shutil.disk_usage(self.settings.data_dir)
         NODE_METRICS.disk_free.set(usage.free)
         NODE_METRICS.disk_size.set(usage.total)
+
+
+def _settle_heap() -> None:
+    """Move every object alive now out of the garbage collector's sight.
+
+    What start-up made (modules, routes, settings, the price table: about
+    90,000 objects) lives as long as the process; scanning it made each full
+    collection pause the event loop for about 40 ms on a 2-core machine,
+    which showed as the router's p99. After this, a full collection of what
+    requests leave behind costs microseconds.
+    """
+    gc.collect()
+    gc.freeze()
+    log.info("node.heap_settled", frozen_objects=gc.get_freeze_count())

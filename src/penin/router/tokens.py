@@ -132,6 +132,11 @@ def _pieces(text: str) -> list[str]:
     return pieces
 
 
+def preload() -> None:
+    """Read the tokenizer's tables now (about half a second), not on first use."""
+    _load()
+
+
 def _load() -> _Encoder:
     global _encoder  # noqa: PLW0603 - loaded once, on first use, for every caller
     if _encoder is None:
