@@ -155,7 +155,7 @@ def start_penin(work: Path, upstream: Server) -> Target:
                "--config", str(config)]  # fmt: skip
     server = spawn("penin", command, env, work)
     server.data_dir = data_dir
-    wait_ready(server, "/livez")
+    wait_ready(server, "/readyz")  # the tokenizer is loaded
 
     return Target("penin", server, key["token"])
 
