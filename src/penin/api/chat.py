@@ -22,6 +22,7 @@ from starlette import types as asgi
 from penin.api.auth import require
 from penin.api.problems import Problem
 from penin.keys import Scope
+from penin.router.audit import Outcome
 from penin.router.budget import BudgetUnavailableError
 from penin.router.errors import (
     BudgetExceededError,
@@ -31,7 +32,7 @@ from penin.router.errors import (
     RouterError,
     UnknownModelError,
 )
-from penin.router.router import Outcome, RoutedStream, Router
+from penin.router.router import RoutedStream, Router
 
 router = APIRouter(prefix="/v1", tags=["router"])
 

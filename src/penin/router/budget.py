@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from penin.router.audit import AUDIT_EVENT
 from penin.router.config import BudgetConfig
 from penin.router.errors import BudgetExceededError, RouterError
 from penin.router.prices import nusd, usd
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("penin.router.budget")
 
-AUDIT_EVENT = "router.request"
 _PAGE = 1000
 
 

@@ -17,7 +17,6 @@ import os
 import random
 import time
 from collections.abc import AsyncGenerator, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -26,6 +25,7 @@ import structlog
 from penin.cache import ResponseCache, SealKeys, cache_key, wants_cache
 from penin.ledger.ledger import WORMLedger
 from penin.observability.metrics import NODE_METRICS, ROUTER_METRICS
+from penin.router.audit import AUDIT_EVENT, Outcome
 from penin.router.budget import (
     Budget,
     BudgetStatus,
@@ -37,73 +37,15 @@ from penin.router.config import RouterConfig
 from penin.router.deployments import Deployment, Group, build_groups
 from penin.router.errors import BudgetExceededError, ProviderError, UnknownModelError
 from penin.router.limits_redis import SharedRates
-from penin.router.prices import PriceTable, cost_nusd, usd
+from penin.router.prices import PriceTable, cost_nusd
 from penin.router.providers.base import Completion, Json, Stream, Usage
-from penin.router.routing import BREAKER_KINDS, Attempt, Loop, Plan, Routed
+from penin.router.routing import BREAKER_KINDS, Loop, Plan, Routed
 from penin.router.tokens import count_prompt, count_text
 
 log = structlog.get_logger("penin.router")
 
-AUDIT_EVENT = "router.request"
 SEAL_KEYS_ENV = "PENIN_CACHE_SEAL_KEYS"
 _UNSTOPPABLE: set[asyncio.Future[None]] = set()
-
-
-@dataclass
-class Outcome:
-    """What one routed request did: the response headers and the audit record."""
-
-    model: str
-    key_id: str
-    stream: bool
-    request_id: str
-    started: float = field(default_factory=time.perf_counter)
-    deployment: Deployment | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    estimated: bool = False
-    cost_nusd: int = 0
-    cache_level: str | None = None
-    downgraded: str | None = None  # the budget scope whose soft limit was passed
-    budget: BudgetStatus | None = None
-    ttft_ms: float | None = None
-    upstream_s: float = 0.0
-    error: str | None = None
-    hashes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def cost_usd(self) -> float:
-        return usd(self.cost_nusd)
-
-    @property
-    def remaining_usd(self) -> float | None:
-        return None if self.budget is None else self.budget.remaining_usd
-
-    def record(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "request_id": self.request_id,
-            "key_id": self.key_id,
-            "model": self.model,
-            "deployment": self.deployment.name if self.deployment else None,
-            "stream": self.stream,
-            "attempts": [a.to_dict() for a in self.attempts],
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "estimated": self.estimated,
-            "cost_usd": self.cost_usd,
-            "cost_nusd": self.cost_nusd,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
-            "cache": self.cache_level,
-            "budget_remaining_usd": self.remaining_usd,
-            "outcome": self.error or "ok",
-        }
-        if self.ttft_ms is not None:
-            payload["ttft_ms"] = round(self.ttft_ms, 3)
-        if self.downgraded:
-            payload["downgraded"] = self.downgraded
-
-        return payload | self.hashes
 
 
 class Router:
