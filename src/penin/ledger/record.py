@@ -18,6 +18,7 @@ from typing import Any
 
 import rfc8785
 
+from penin.ledger import jcs
 from penin.ledger.errors import InvalidRecordError
 from penin.ledger.merkle import leaf_hash
 
@@ -84,41 +85,6 @@ def check_idempotency_key(key: object) -> str | None:
     return key
 
 
-_SAFE_INT = 2**53 - 1
-
-
-def _needs_full_jcs(value: object) -> bool:
-    """True when ``json.dumps`` might differ from RFC 8785 for this value.
-
-    Python's compact, key-sorted, non-ASCII-preserving ``json.dumps`` writes
-    the same bytes as RFC 8785 for objects, arrays, strings, booleans, null
-    and integers within ±(2**53 - 1), provided every key is ASCII (so code
-    point order is UTF-16 order), and for floats that are not whole numbers
-    with 1e-4 <= |x| < 1e16, where Python's shortest repr and ECMAScript's
-    number formatting (RFC 8785 §3.2.2.3) both write plain fixed notation.
-    Other floats, wider integers (refused by RFC 8785) and anything else take
-    the full path.
-    """
-    kind = type(value)
-    if kind is dict:
-        assert isinstance(value, dict)
-        return any(
-            type(k) is not str or not k.isascii() or _needs_full_jcs(v)
-            for k, v in value.items()
-        )
-    if kind is list:
-        assert isinstance(value, list)
-        return any(_needs_full_jcs(v) for v in value)
-    if kind is int:
-        assert isinstance(value, int)
-        return not -_SAFE_INT <= value <= _SAFE_INT
-    if kind is float:
-        assert isinstance(value, float)
-        return value.is_integer() or not 1e-4 <= abs(value) < 1e16
-
-    return kind not in (str, bool, type(None))
-
-
 def canonical_payload(payload: object) -> str:
     """The payload's RFC 8785 form, or InvalidRecordError naming the problem."""
     if not isinstance(payload, Mapping):
@@ -126,15 +92,7 @@ def canonical_payload(payload: object) -> str:
             f"payload must be a JSON object, not {type(payload).__name__}"
         )
     try:
-        if _needs_full_jcs(payload):
-            text: str = rfc8785.dumps(payload).decode("utf-8")
-            # A reader must get back what it can canonicalise again: 1e16 is
-            # written "10000000000000000", an integer RFC 8785 refuses.
-            rfc8785.dumps(json.loads(text))
-        else:
-            text = json.dumps(
-                payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
+        text = jcs.dumps(payload)
         size = len(text.encode("utf-8"))
     except rfc8785.CanonicalizationError as exc:
         raise InvalidRecordError(f"payload is not canonical JSON: {exc}") from None
