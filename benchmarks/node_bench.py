@@ -421,10 +421,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{runs} of {plan['duration_s']} s, "
         "each ratio the median of the per-round ratios.",
         "",
-        "| figure | result | target | met? |",
-        "|---|---|---|---|",
-        *(f"| {r['figure']} | {r['result']} | {r['target']} | {r['met']} |"
-          for r in result["table"]),
+        *tables.markdown_rows(result["table"]),
         "",
         f"Reproduce: `{result['command']}`",
         "",

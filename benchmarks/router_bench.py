@@ -560,10 +560,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *router_openloop.markdown_rows(figures),
         "",
-        "| figure | result | target | met? |",
-        "|---|---|---|---|",
-        *(f"| {r['figure']} | {r['result']} | {r['target']} | {r['met']} |"
-          for r in result["table"]),
+        *tables.markdown_rows(result["table"]),
         "",
         f"Reproduce: `{result['command']}`",
         "",

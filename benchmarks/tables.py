@@ -58,3 +58,11 @@ def print_rows(rows: list[dict[str, str]], heading: str) -> None:
     print("  ".join(k.ljust(widths[k]) for k in widths))
     for row in rows:
         print("  ".join(row[k].ljust(widths[k]) for k in widths))
+
+
+def markdown_rows(rows: list[dict[str, str]]) -> list[str]:
+    """The figure table as Markdown lines, heading included."""
+    cells = ("figure", "result", "target", "met")
+    body = ["| " + " | ".join(r[c] for c in cells) + " |" for r in rows]
+
+    return ["| figure | result | target | met? |", "|---|---|---|---|", *body]
