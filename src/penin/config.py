@@ -11,29 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from penin.router.config import (
-    BudgetConfig,
-    CacheConfig,
-    ModelConfig,
-    ProviderConfig,
-    RouterConfig,
-    RouterSettings,
-    check_references,
-)
+from penin.router.config import RouterConfig
 
 
 class ConfigError(Exception):
@@ -70,7 +55,10 @@ class LogSettings(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, RouterConfig):
+    """The node's settings; the router's sections (``providers``, ``models``,
+    ``budget``, ``cache``, ``router``) come from RouterConfig."""
+
     model_config = SettingsConfigDict(
         env_prefix="PENIN_", env_nested_delimiter="__", extra="forbid"
     )
@@ -79,24 +67,11 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
-    providers: list[ProviderConfig] = []
-    models: list[ModelConfig] = []
-    budget: BudgetConfig = BudgetConfig()
-    cache: CacheConfig = CacheConfig()
-    router: RouterSettings = RouterSettings()
-
-    @model_validator(mode="after")
-    def _router_references(self) -> Settings:
-        check_references(self.providers, self.models)
-        return self
 
     def router_config(self) -> RouterConfig:
+        """The router's sections (providers to router) on their own."""
         return RouterConfig(
-            providers=self.providers,
-            models=self.models,
-            budget=self.budget,
-            cache=self.cache,
-            router=self.router,
+            **{name: getattr(self, name) for name in RouterConfig.model_fields}
         )
 
     @classmethod

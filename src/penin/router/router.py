@@ -304,7 +304,7 @@ class RoutedStream:
         started = time.perf_counter()
         try:
             async for chunk in stream.chunks():
-                text.append(_delta_text(chunk))
+                text.append(_answer_text(chunk, "delta"))
                 if not chunk.get("choices") and chunk.get("usage") is not None:
                     if self._include_usage:
                         yield chunk
@@ -404,26 +404,17 @@ def _max_tokens(request: Json) -> int | None:
     return None
 
 
-def _answer_text(body: Json) -> str:
-    parts: list[str] = []
+def _answer_text(body: Json, part: str = "message") -> str:
+    """The text of an answer's choices (``part`` "delta" for a stream chunk):
+    content, then the arguments of its tool calls."""
+    texts: list[str] = []
     for choice in body.get("choices") or []:
-        message = choice.get("message") or {}
-        parts.append(str(message.get("content") or ""))
-        for call in message.get("tool_calls") or []:
-            parts.append(str((call.get("function") or {}).get("arguments") or ""))
+        said = choice.get(part) or {}
+        texts.append(str(said.get("content") or ""))
+        for call in said.get("tool_calls") or []:
+            texts.append(str((call.get("function") or {}).get("arguments") or ""))
 
-    return "".join(parts)
-
-
-def _delta_text(chunk: Json) -> str:
-    parts: list[str] = []
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        parts.append(str(delta.get("content") or ""))
-        for call in delta.get("tool_calls") or []:
-            parts.append(str((call.get("function") or {}).get("arguments") or ""))
-
-    return "".join(parts)
+    return "".join(texts)
 
 
 def _cached_body(value: bytes) -> Json:
