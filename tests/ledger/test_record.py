@@ -168,6 +168,8 @@ def test_a_stored_record_recomputes_to_its_leaf_hash_without_our_code(
     fetched = shared_ledger.get(appended.seq).to_dict()
 
     assert fetched == appended.to_dict()
+    # The append route sends to_json(), which splices in the stored payload text.
+    assert json.loads(appended.to_json()) == fetched
     assert fetched["idempotency_key"] == unique_key
     assert rfc8785.dumps(fetched["payload"]) == rfc8785.dumps(payload)
     assert _documented_leaf_hash(fetched) == fetched["leaf_hash"]

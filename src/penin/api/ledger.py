@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -153,9 +152,7 @@ def _idempotency_key(request: Request) -> str | None:
 def _record_response(record: Record, status: int, headers: dict[str, str]) -> Response:
     """The record as JSON, sent as is: it is already valid, so FastAPI's
     response-model pass (validate, encode, serialise) would only cost time."""
-    body = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
-
-    return Response(body, status, headers, media_type="application/json")
+    return Response(record.to_json(), status, headers, media_type="application/json")
 
 
 @router.get("/records", response_model=RecordPage, dependencies=[ReadKey])

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from penin.api.problems import problem_response
+from penin.observability.logging import info_enabled
 from penin.observability.metrics import NODE_METRICS
 
 log = structlog.get_logger("penin.http")
@@ -122,6 +123,8 @@ class NodeMiddleware:
         series[1].observe(elapsed)
         if status >= 500 and route not in PROBE_ROUTES:
             NODE_METRICS.errors.labels("http").inc()
+        if not info_enabled():
+            return
         log.info(
             "http.request",
             method=method,

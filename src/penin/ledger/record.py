@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,14 +33,28 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """A stored record. Its payload is kept as the canonical JSON text that was
+    hashed and stored; ``payload`` parses it on first use, so code that only
+    passes a record on (the append route, replication) never parses it."""
+
     seq: int
     ts: str
     event_type: str
-    payload: dict[str, Any]
+    payload_json: str
     term: int
     prev_hash: str
     idempotency_key: str | None
     leaf_hash: str
+    _payload: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        payload = self._payload
+        if payload is None:
+            payload = json.loads(self.payload_json)
+            object.__setattr__(self, "_payload", payload)
+
+        return payload
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +67,22 @@ class Record:
             "idempotency_key": self.idempotency_key,
             "leaf_hash": self.leaf_hash,
         }
+
+    def to_json(self) -> str:
+        """``to_dict()`` as compact JSON, with the payload's text inserted as
+        stored instead of parsed and encoded again."""
+        key = (
+            "null"
+            if self.idempotency_key is None
+            else json.dumps(self.idempotency_key, ensure_ascii=False)
+        )
+
+        return (
+            f'{{"seq":{self.seq},"ts":"{self.ts}","event_type":"{self.event_type}",'
+            f'"payload":{self.payload_json},"term":{self.term},'
+            f'"prev_hash":"{self.prev_hash}","idempotency_key":{key},'
+            f'"leaf_hash":"{self.leaf_hash}"}}'
+        )
 
 
 def check_event_type(event_type: object) -> str:

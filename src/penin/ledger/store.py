@@ -14,7 +14,6 @@ records to the log.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -237,7 +236,7 @@ def record_from_row(row: tuple[object, ...]) -> Record:
         seq=int(str(seq)),
         ts=str(ts),
         event_type=str(event_type),
-        payload=json.loads(str(payload)),
+        payload_json=str(payload),
         term=int(str(term)),
         prev_hash=prev.hex(),
         idempotency_key=None if key is None else str(key),

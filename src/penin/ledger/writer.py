@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -42,12 +41,14 @@ class Entry:
     idempotency_key: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
+    """Entries to write, and where to send the outcome: a thread's future, or
+    an asyncio caller's future and the loop it lives on."""
+
     entries: Sequence[Entry]
     probe_nonce: str | None = None
-    future: Future[list[Record]] = field(default_factory=Future)
-    # Set for asyncio callers: their future lives on this loop instead.
+    future: Future[list[Record]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     async_future: asyncio.Future[list[Record]] | None = None
 
@@ -85,10 +86,10 @@ class Writer:
         self, entries: Sequence[Entry], probe_nonce: str | None = None
     ) -> Future[list[Record]]:
         """Queue entries (or a health probe write) for the next transaction."""
-        request = _Request(entries, probe_nonce)
-        self._enqueue(request)
+        future: Future[list[Record]] = Future()
+        self._enqueue(_Request(entries, probe_nonce, future))
 
-        return request.future
+        return future
 
     def submit_async(self, entries: Sequence[Entry]) -> asyncio.Future[list[Record]]:
         """Like ``submit``, for a caller on a running event loop.
@@ -241,7 +242,7 @@ class Writer:
             seq=seq,
             ts=ts,
             event_type=entry.event_type,
-            payload=json.loads(entry.payload_json),
+            payload_json=entry.payload_json,
             term=self._term,
             prev_hash=prev.hex(),
             idempotency_key=entry.idempotency_key,
@@ -263,7 +264,9 @@ def _settle(batch: list[_Request], outcomes: Sequence[Outcome]) -> None:
     for request, outcome in zip(batch, outcomes, strict=True):
         if request.loop is not None:
             by_loop.setdefault(request.loop, []).append((request, outcome))
-        elif isinstance(outcome, BaseException):
+            continue
+        assert request.future is not None
+        if isinstance(outcome, BaseException):
             request.future.set_exception(outcome)
         else:
             request.future.set_result(outcome)
