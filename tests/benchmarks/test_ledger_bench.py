@@ -11,10 +11,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ledger_bench.py"
 FIGURES = (
     "single_appends_per_s",
     "grouped_appends_per_s",
+    "async_appends_per_s",
     "raw_acked_inserts_per_s",
     "raw_floor_inserts_per_s",
     "grouped_vs_raw_acked",
     "grouped_vs_raw_floor",
+    "async_vs_raw_floor",
     "verify_records_per_s",
     "proof_generation_p50_ms",
     "proof_generation_p99_ms",
