@@ -17,7 +17,7 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 # The level configure() set, 0 (everything) until it runs. Hot paths ask
 # info_enabled() before logging: the call on a filtered-out level still costs
 # structlog's proxy a logger bind, several microseconds a request.
-_min_level = 0
+_configured = {"min_level": 0}
 
 
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
@@ -37,8 +37,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    global _min_level
-    _min_level = _LEVELS[name]
+    _configured["min_level"] = _LEVELS[name]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -56,4 +55,4 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
 
 def info_enabled() -> bool:
     """Whether an info event would be written under the current configuration."""
-    return _min_level <= _LEVELS["info"]
+    return _configured["min_level"] <= _LEVELS["info"]
