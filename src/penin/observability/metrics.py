@@ -243,10 +243,73 @@ class CacheMetrics:
             self.integrity_failures.labels(level)
 
 
+# Distinct policy paths that get series of their own; later ones are "other".
+POLICY_PATH_SERIES = 64
+
+
+class PolicyMetrics:
+    """What the policy engine reports about its decisions and reloads."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.decisions = Counter(
+            "penin_policy_decisions_total",
+            "Policy decisions, by policy path and outcome (allow or deny).",
+            ["path", "outcome"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "penin_policy_failures_total",
+            "Policy evaluations that failed and so denied, by path and reason.",
+            ["path", "reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "penin_policy_evaluation_seconds",
+            "Time of one policy decision, input canonicalisation included.",
+            ["path"],
+            buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                     0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "penin_policy_reloads_total",
+            "Policy set reloads, by outcome: loaded, or refused (the old set "
+            "kept serving).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("loaded", "refused"):
+            self.reloads.labels(outcome)
+        self._by_path: dict[str, tuple[Counter, Counter, Histogram]] = {}
+
+    def path_label(self, path: str) -> str:
+        """``path`` as a label, or "other" once POLICY_PATH_SERIES paths have
+        series: an admin may ask any path, and must not mint series by it."""
+        if path in self._by_path or len(self._by_path) < POLICY_PATH_SERIES:
+            return path
+
+        return "other"
+
+    def decided(self, path: str, allowed: bool, seconds: float) -> None:
+        """One decision at ``path``; its series are looked up once per path."""
+        path = self.path_label(path)
+        series = self._by_path.get(path)
+        if series is None:
+            series = (
+                self.decisions.labels(path, "allow"),
+                self.decisions.labels(path, "deny"),
+                self.duration.labels(path),
+            )
+            self._by_path[path] = series
+        (series[0] if allowed else series[1]).inc()
+        series[2].observe(seconds)
+
+
 LEDGER_METRICS = LedgerMetrics()
 NODE_METRICS = NodeMetrics()
 ROUTER_METRICS = RouterMetrics()
 CACHE_METRICS = CacheMetrics()
+POLICY_METRICS = PolicyMetrics()
 
 
 def render() -> bytes:

@@ -1,0 +1,3 @@
+package corpus.builtins
+
+result := max(input.costs)

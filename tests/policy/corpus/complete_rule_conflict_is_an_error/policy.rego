@@ -1,0 +1,5 @@
+package corpus.conflict
+
+tier := "a" if input.a
+
+tier := "b" if input.b

@@ -1,0 +1,3 @@
+package corpus.comprehensions
+
+providers := {d.provider | some d in input.deployments}

@@ -1,0 +1,3 @@
+package corpus.thresholds
+
+pass if input.score >= data.corpus.thresholds.minimum

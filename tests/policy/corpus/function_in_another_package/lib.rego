@@ -1,0 +1,3 @@
+package corpus.lib
+
+discount(price) := price * 0.9

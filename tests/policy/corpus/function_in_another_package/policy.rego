@@ -1,0 +1,3 @@
+package corpus.caller
+
+result := data.corpus.lib.discount(input.price)

@@ -1,0 +1,5 @@
+package corpus.imports
+
+import data.corpus.catalog
+
+result := catalog.models[input.model]

@@ -1,0 +1,7 @@
+package corpus.document
+
+double(x) := x * 2
+
+a := double(2)
+
+b contains "x"

@@ -1,0 +1,3 @@
+package corpus.refused
+
+allow if input.role == "admin"

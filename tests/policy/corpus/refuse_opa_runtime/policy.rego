@@ -1,0 +1,3 @@
+package corpus.refused
+
+allow if opa.runtime().env.ALLOW == "1"

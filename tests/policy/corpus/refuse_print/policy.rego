@@ -1,0 +1,6 @@
+package corpus.refused
+
+allow if {
+	print("checking", input.user)
+	input.user == "alice"
+}

@@ -1,0 +1,5 @@
+package corpus.refused
+
+allow if trusted
+
+trusted if allow

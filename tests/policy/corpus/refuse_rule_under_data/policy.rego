@@ -1,0 +1,5 @@
+package corpus.refused
+
+limits.daily := 5
+
+allow if limits.daily > input.spent

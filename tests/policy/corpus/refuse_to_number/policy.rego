@@ -1,0 +1,3 @@
+package corpus.refused
+
+allow if to_number(input.limit) > 5

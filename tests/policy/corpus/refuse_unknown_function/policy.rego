@@ -1,0 +1,3 @@
+package corpus.refused
+
+allow if lib.is_admin(input.user)

@@ -1,0 +1,7 @@
+package corpus.refused
+
+default allow := false
+
+allow {
+	input.role == "admin"
+}

@@ -1,0 +1,6 @@
+package corpus.existential
+
+allow if {
+	some role in input.roles
+	role == "admin"
+}

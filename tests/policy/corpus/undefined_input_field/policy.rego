@@ -1,0 +1,3 @@
+package corpus.undefined
+
+allow if input.user.role == "admin"

@@ -1,0 +1,5 @@
+package corpus.unification
+
+result := [x, y] if {
+	[x, 2] = [1, y]
+}
