@@ -12,6 +12,8 @@ sqlite3 sqlite3
 promtool prometheus
 wrk wrk
 redis-server redis-server
+etcd etcd-server
+etcdctl etcd-client
 LIST
 
 [ -z "$needed" ] && exit 0

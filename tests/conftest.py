@@ -1,4 +1,4 @@
-"""Fixtures for the whole suite: ledgers, data directories, tmpfs mounts, Redis."""
+"""Fixtures for the whole suite: ledgers, data directories, tmpfs, Redis, etcd."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import etcdd
 import redisd
 from helpers import ORIGIN, append_n, quiet_logs, run_command
 from penin.ledger.ledger import WORMLedger
@@ -79,6 +80,36 @@ def redis_cluster(
 ) -> Iterator[redisd.RedisCluster3]:
     """A Redis Cluster of three primaries, shared by the tests of one module."""
     cluster = redisd.RedisCluster3(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# -- etcd -------------------------------------------------------------------
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[etcdd.EtcdServer]:
+    """A one-member etcd of this test's own on free loopback ports."""
+    server = etcdd.EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[etcdd.EtcdCluster3]:
+    """A three-member etcd, shared by the tests of one module.
+
+    A test that stops members calls ``heal()`` when it is done, so that the
+    next test finds all three running.
+    """
+    cluster = etcdd.EtcdCluster3(tmp_path_factory.mktemp("etcd-cluster"))
     cluster.start()
     try:
         yield cluster

@@ -1,0 +1,319 @@
+"""The etcd backend of the coordinator: a leader key under a lease, the term
+from that key's create revision.
+
+Keys, under ``/penin/<cluster name>/``:
+
+- ``leader``: ``{"name", "url"}`` of the primary, attached to its lease; it
+  vanishes when that lease lapses or is revoked.
+- ``members/<name>``: each member's ``MemberState``, under the member's own
+  lease, renewed each time the member publishes.
+- ``sync``: ``{"leader", "term", "members"}``, the synchronous replicas. No
+  lease: after the primary dies it is exactly what says who may replace it.
+
+The term is the leader key's create revision. etcd gives every write a
+revision one higher than the last, and a key created after being deleted gets
+a new create revision; renewing the lease rewrites nothing. So the term stays
+put while one leader holds the key and rises on every change of leader.
+
+Missing: terms rise only as long as etcd's revision counter does. A new etcd
+cluster, or one restored from an older snapshot, counts again from below terms
+that ledgers already hold, and nothing here notices. Failing closed needs the
+replication layer to refuse to lead in a term not above the highest in its
+ledger; carrying on needs an offset kept in etcd (the highest term seen) that
+is added to every create revision.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+import pydantic
+import structlog
+
+from penin.ha._etcd_gateway import (
+    NOT_FOUND,
+    EtcdGateway,
+    Json,
+    KeyValue,
+    b64,
+    key_values,
+)
+from penin.ha.config import ClusterConfig, NodeConfig
+from penin.ha.coordinator import (
+    Coordinator,
+    CoordinatorError,
+    Leader,
+    Leadership,
+    MemberState,
+    Role,
+    SyncSet,
+)
+
+log = structlog.get_logger("penin.ha")
+
+
+class EtcdCoordinator(Coordinator):
+    """A member's handle on etcd; the calls of one instance must not overlap.
+
+    ``timeout_s`` bounds every call, all endpoints included; by default a
+    third of the lease TTL, so that a renewal that fails leaves time for
+    another before the lease can lapse.
+    """
+
+    def __init__(
+        self,
+        node: NodeConfig,
+        cluster: ClusterConfig,
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(node, cluster)
+        timeout = timeout_s if timeout_s is not None else cluster.lease_ttl_s / 3
+        self.gateway = EtcdGateway(cluster.etcd_endpoints, timeout)
+        prefix = f"/penin/{cluster.name}/"
+        self.leader_key = f"{prefix}leader".encode()
+        self.members_prefix = f"{prefix}members/".encode()
+        self.member_key = self.members_prefix + node.name.encode()
+        self.sync_key = f"{prefix}sync".encode()
+        # (lease id, term) while this node holds the leader key.
+        self._held: tuple[int, int] | None = None
+        self._member_lease: int | None = None
+
+    # -- leadership -------------------------------------------------------------
+
+    async def acquire(self) -> Leadership | None:
+        if self._held is not None:
+            return await self._renew(*self._held)
+
+        return await self._take()
+
+    async def _take(self) -> Leadership | None:
+        operation = "take the leader key"
+        if await self.gateway.get(operation, self.leader_key) is not None:
+            return None
+
+        sent = time.monotonic()
+        lease, ttl = await self.gateway.grant(operation, self.cluster.lease_ttl_s)
+        try:
+            term = await self._create_leader_key(operation, lease)
+        except CoordinatorError:
+            # Whether the key was written is unknown; unrenewed, it lapses.
+            await self._revoke_quietly(lease)
+            raise
+        if term is None:
+            await self._revoke_quietly(lease)
+            return None
+
+        self._held = (lease, term)
+        log.info("coordinator.leadership_acquired", term=term, lease_ttl_s=ttl)
+
+        return Leadership(term=term, valid_until=sent + ttl)
+
+    async def _create_leader_key(self, operation: str, lease: int) -> int | None:
+        """The term if the key was free and is now ours; None if another holds it."""
+        value = json.dumps({"name": self.node.name, "url": self.node.advertise_url})
+        key = b64(self.leader_key)
+        answer = await self.gateway.txn(
+            operation,
+            {
+                "compare": [
+                    {"key": key, "target": "CREATE", "result": "EQUAL",
+                     "create_revision": "0"}
+                ],
+                "success": [
+                    {"request_put": {"key": key, "value": b64(value.encode()),
+                                     "lease": str(lease)}}
+                ],
+                "failure": [{"request_range": {"key": key}}],
+            },
+        )  # fmt: skip
+        with self.gateway.reading(operation):
+            if answer.get("succeeded"):
+                # The key was created by this transaction, at its revision.
+                return int(answer["header"]["revision"])
+            holder = _range_answer(answer)
+        # A retry on another endpoint of a transaction that did commit finds
+        # the key already under this node's lease: it is ours all the same.
+        if holder is not None and holder.lease == lease:
+            return holder.create_revision
+
+        return None
+
+    async def _renew(self, lease: int, term: int) -> Leadership | None:
+        operation = "renew the leader lease"
+        sent = time.monotonic()
+        ttl = await self.gateway.keepalive(operation, lease)
+        if ttl <= 0:
+            self._lost(term, "the lease lapsed before it was renewed")
+            return None
+        holder = await self.gateway.get(operation, self.leader_key)
+        if holder is None or holder.create_revision != term:
+            await self._revoke_quietly(lease)
+            self._lost(term, "the leader key was deleted or replaced")
+            return None
+
+        log.debug("coordinator.leadership_renewed", term=term)
+
+        return Leadership(term=term, valid_until=sent + ttl)
+
+    def _lost(self, term: int, reason: str) -> None:
+        self._held = None
+        log.warning("coordinator.leadership_lost", term=term, reason=reason)
+
+    async def release(self) -> None:
+        if self._held is None:
+            return
+        lease, term = self._held
+        # Whatever etcd answers, this node stops counting itself the leader.
+        self._held = None
+        await self.gateway.revoke("release the leader key", lease)
+        log.info("coordinator.leadership_released", term=term)
+
+    async def leader(self) -> Leader | None:
+        operation = "read the leader key"
+        found = await self.gateway.get(operation, self.leader_key)
+        if found is None:
+            return None
+        try:
+            value = json.loads(found.value)
+            return Leader(
+                name=str(value["name"]),
+                url=str(value["url"]),
+                term=found.create_revision,
+            )
+        except (ValueError, KeyError, TypeError):
+            raise CoordinatorError(
+                operation,
+                self.gateway.endpoints,
+                f"the leader key holds {found.value[:100]!r}, not a name and a URL",
+            ) from None
+
+    # -- member states ----------------------------------------------------------
+
+    async def publish_state(
+        self, *, role: Role, applied_seq: int, healthy: bool
+    ) -> MemberState:
+        operation = "publish this member's state"
+        state = self.state(role, applied_seq, healthy)
+        lease = await self._live_member_lease(operation)
+        value = state.model_dump_json().encode()
+        try:
+            await self.gateway.put(operation, self.member_key, value, lease)
+        except CoordinatorError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            # The lease lapsed between its renewal and the put.
+            self._member_lease = None
+            lease = await self._live_member_lease(operation)
+            await self.gateway.put(operation, self.member_key, value, lease)
+
+        return state
+
+    async def _live_member_lease(self, operation: str) -> int:
+        """The member lease, renewed; a new one if it lapsed or never existed."""
+        lease = self._member_lease
+        if lease is not None and await self.gateway.keepalive(operation, lease) > 0:
+            return lease
+        lease, _ = await self.gateway.grant(operation, self.cluster.lease_ttl_s)
+        self._member_lease = lease
+
+        return lease
+
+    async def members(self) -> dict[str, MemberState]:
+        found = await self.gateway.get_prefix(
+            "read the members' states", self.members_prefix
+        )
+        states: dict[str, MemberState] = {}
+        for kv in found:
+            try:
+                state = MemberState.model_validate_json(kv.value)
+            except pydantic.ValidationError as exc:
+                # One bad entry must not hide every other member.
+                log.warning(
+                    "coordinator.member_unreadable",
+                    key=kv.key.decode(errors="replace"),
+                    error=str(exc.errors()[0]["msg"]),
+                )
+                continue
+            states[state.name] = state
+
+        return dict(sorted(states.items()))
+
+    # -- the synchronous replicas -----------------------------------------------
+
+    async def publish_sync_set(
+        self, leadership: Leadership, members: Iterable[str]
+    ) -> bool:
+        names = sorted(set(members))
+        value = json.dumps(
+            {"leader": self.node.name, "term": leadership.term, "members": names}
+        )
+        # Written only while the leader key is still the one of this term.
+        answer = await self.gateway.txn(
+            "publish the sync set",
+            {
+                "compare": [
+                    {"key": b64(self.leader_key), "target": "CREATE",
+                     "result": "EQUAL", "create_revision": str(leadership.term)}
+                ],
+                "success": [
+                    {"request_put": {"key": b64(self.sync_key),
+                                     "value": b64(value.encode())}}
+                ],
+            },
+        )  # fmt: skip
+        published = bool(answer.get("succeeded"))
+        if published:
+            log.info(
+                "coordinator.sync_set_published", term=leadership.term, members=names
+            )
+
+        return published
+
+    async def sync_set(self) -> SyncSet | None:
+        operation = "read the sync set"
+        found = await self.gateway.get(operation, self.sync_key)
+        if found is None:
+            return None
+        try:
+            value = json.loads(found.value)
+            return SyncSet(
+                leader=str(value["leader"]),
+                term=int(value["term"]),
+                members=frozenset(str(name) for name in value["members"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise CoordinatorError(
+                operation,
+                self.gateway.endpoints,
+                f"the sync key holds {found.value[:100]!r}, not a sync set",
+            ) from None
+
+    # -- the end ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        try:
+            if self._member_lease is not None:
+                await self._revoke_quietly(self._member_lease)
+                self._member_lease = None
+        finally:
+            await self.gateway.close()
+
+    async def _revoke_quietly(self, lease: int) -> None:
+        """Best effort: a lease that cannot be revoked lapses at its TTL anyway."""
+        try:
+            await self.gateway.revoke("revoke a lease", lease)
+        except CoordinatorError as exc:
+            log.warning("coordinator.revoke_failed", lease=lease, error=str(exc))
+
+
+def _range_answer(answer: Json) -> KeyValue | None:
+    """The key of the first range in a transaction's answer, if it exists."""
+    for response in answer.get("responses", []):
+        found = key_values(response.get("response_range", {}))
+        if found:
+            return found[0]
+
+    return None
