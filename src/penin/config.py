@@ -18,6 +18,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from penin.policy.config import PolicySettings
 from penin.router.config import RouterConfig
 
 
@@ -67,6 +68,7 @@ class Settings(BaseSettings, RouterConfig):
     server: ServerSettings = ServerSettings()
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
+    policy: PolicySettings = PolicySettings()
 
     def router_config(self) -> RouterConfig:
         """The router's sections (providers to router) on their own."""

@@ -23,11 +23,24 @@ CHALLENGE = 'Bearer realm="penin"'
 
 @dataclass(frozen=True)
 class Route:
-    """A /v1 route, the scope it needs, and a request it answers with 2xx."""
+    """A /v1 route, the scope it needs, and a request it answers with 2xx.
+
+    An admin action names the ``action`` the admin policy decides; the shipped
+    policy grants every action to the admin scope alone.
+    """
 
     scope: Scope
     url: str
     body: dict[str, Any] | None = None
+    action: str | None = None
+
+
+GUARD_INPUT = {
+    "metrics": {"rho": 0.9, "ece": 0.005, "rho_bias": 1.01, "sr": 0.85, "g": 0.9,
+                "delta_linf": 0.02, "cost_increase": 0.05, "kappa": 25},
+    "consent": True,
+    "eco_ok": True,
+}  # fmt: skip
 
 
 ROUTES = {
@@ -47,10 +60,24 @@ ROUTES = {
     "GET /v1/ledger/proofs/consistency": Route(
         Scope.READ, "/v1/ledger/proofs/consistency?from=1&to=2"
     ),
-    "POST /v1/ledger/verify": Route(Scope.ADMIN, "/v1/ledger/verify"),
-    "GET /v1/jobs/{job_id}": Route(Scope.ADMIN, "/v1/jobs/{job_id}"),
+    "POST /v1/ledger/verify": Route(
+        Scope.ADMIN, "/v1/ledger/verify", action="verify_ledger"
+    ),
+    "GET /v1/jobs/{job_id}": Route(
+        Scope.ADMIN, "/v1/jobs/{job_id}", action="verify_ledger"
+    ),
     "POST /v1/cache/invalidate": Route(
-        Scope.ADMIN, "/v1/cache/invalidate", {"key": "ab" * 32}
+        Scope.ADMIN,
+        "/v1/cache/invalidate",
+        {"key": "ab" * 32},
+        action="invalidate_cache",
+    ),
+    "GET /v1/policy": Route(Scope.READ, "/v1/policy"),
+    "POST /v1/policy/{path:path}": Route(
+        Scope.ADMIN,
+        "/v1/policy/penin/guard/verdict",
+        {"input": GUARD_INPUT},
+        action="evaluate_policy",
     ),
     "GET /v1/models": Route(Scope.ROUTE, "/v1/models"),
     "POST /v1/chat/completions": Route(
@@ -226,6 +253,10 @@ def test_a_route_admits_only_live_keys_of_its_scope(
     elif expected == 401:
         assert_problem(response, 401, "unauthorized")
         assert response.headers["www-authenticate"] == CHALLENGE
+    elif route.action is not None:
+        body = assert_problem(response, 403, "forbidden")
+        assert body["detail"] == f"scope {credential} may not perform {route.action}"
+        assert body["decision_id"]
     else:
         body = assert_problem(response, 403, "forbidden")
         assert f"needs scope '{route.scope.value}'" in body["detail"]

@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from harness import LiveServer, bearer, penin, wait_for
 from penin.keys import KeyRing, Scope
 from penin.ledger.ledger import WORMLedger
@@ -160,3 +162,74 @@ def test_an_unknown_key_id_is_refused_and_a_wrong_secret_too(
     assert ring.authenticate(f"pk_{key.key_id}_not-the-secret") is None
     assert ring.authenticate("pk_000000000000_whatever") is None
     assert ring.authenticate(token) == key
+
+
+# -- data class and models ----------------------------------------------------------
+
+
+def test_a_key_may_be_held_to_a_data_class_and_a_list_of_models(
+    live: LiveServer,
+) -> None:
+    created = penin(
+        "keys", "create", "--data-dir", live.data_dir, "--scope", "route",
+        "--data-class", "pii", "--models", "fast, gpt-4o-mini,fast", "--json",
+    )  # fmt: skip
+    plain = live.create_key(Scope.ROUTE)
+
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    live.tokens.append(key["token"])
+    assert (key["data_class"], key["models"]) == ("pii", ["fast", "gpt-4o-mini"])
+    assert (plain["data_class"], plain["models"]) == (None, None)
+    listed = {
+        k["key_id"]: k
+        for k in json.loads(
+            penin("keys", "list", "--data-dir", live.data_dir, "--json").stdout
+        )
+    }
+    assert listed[key["key_id"]]["models"] == ["fast", "gpt-4o-mini"]
+    assert listed[plain["key_id"]]["data_class"] is None
+    text = penin("keys", "list", "--data-dir", live.data_dir).stdout.splitlines()
+    assert f"{key['key_id']}\troute\tactive\t-\tpii\tfast,gpt-4o-mini" in text
+    assert f"{plain['key_id']}\troute\tactive\t-\t-\t-" in text
+
+
+def test_a_key_created_without_them_stores_neither(ledger: WORMLedger) -> None:
+    """Records written before keys had a class or models load as they were."""
+    _, key = KeyRing(ledger).create(Scope.ROUTE)
+    (record,) = ledger.query(event_type="apikey.created")
+
+    assert set(record.payload) == {"key_id", "name", "scope", "token_sha256"}
+    assert (key.data_class, key.models) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--data-class", "PII", "data class 'PII' is not a lowercase identifier"),
+        ("--data-class", "pii data", "data class 'pii data' is not a lowercase"),
+        ("--models", "fast,Smart", "model 'Smart' is not a logical model name"),
+        ("--models", "fast,,smart v2", "model 'smart v2' is not a logical model"),
+        ("--models", " , ", "name at least one logical model"),
+    ],
+    ids=["upper-case-class", "space-in-class", "upper-case-model", "space", "none"],
+)
+def test_a_bad_data_class_or_model_list_is_a_usage_error_naming_it(
+    live: LiveServer, flag: str, value: str, said: str
+) -> None:
+    before = len(
+        json.loads(penin("keys", "list", "--data-dir", live.data_dir, "--json").stdout)
+    )
+
+    result = penin(
+        "keys", "create", "--data-dir", live.data_dir, "--scope", "route",
+        flag, value,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert f"Invalid value for '{flag}'" in result.stderr
+    assert said in result.stderr
+    after = json.loads(
+        penin("keys", "list", "--data-dir", live.data_dir, "--json").stdout
+    )
+    assert len(after) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -314,7 +315,8 @@ def test_verify_runs_as_a_job_that_reports_ok(
 
     assert job["state"] == "done", job
     assert job["result"]["ok"] is True
-    assert job["result"]["records_checked"] == len(filled)
+    # The admin policy's decision to let the verify run is a record too.
+    assert job["result"]["records_checked"] == len(filled) + 1
     assert job["error"] is None
 
 
@@ -325,3 +327,29 @@ def test_an_unknown_job_is_a_404_problem(
 
     problem = assert_problem(response, 404, "not-found")
     assert "no-such-job" in problem["detail"]
+
+
+@pytest.mark.parametrize("event_type", ["apikey.created", "policy.decision"])
+def test_an_append_key_cannot_write_the_nodes_own_records(
+    client: TestClient, mint: Callable[[Scope], str], event_type: str
+) -> None:
+    """An apikey.created record is what makes a token a key: one written
+    through the API would let an append key mint itself an admin key."""
+    append_key = bearer(mint(Scope.APPEND))
+    forged_token = "pk_aaaaaaaaaaaa_" + "A" * 43
+    payload = {
+        "key_id": "aaaaaaaaaaaa",
+        "scope": "admin",
+        "token_sha256": hashlib.sha256(forged_token.encode()).hexdigest(),
+    }
+
+    response = client.post(
+        RECORDS, json={"event_type": event_type, "payload": payload}, headers=append_key
+    )
+
+    body = assert_problem(response, 403, "forbidden")
+    assert f"event type {event_type!r}" in body["detail"]
+    forged = client.get("/v1/ledger/vkey", headers=bearer(forged_token))
+    assert_problem(forged, 401, "unauthorized")
+    stored = list_all(client, bearer(mint(Scope.READ)), event_type=event_type)
+    assert all(r["payload"].get("key_id") != "aaaaaaaaaaaa" for r in stored)

@@ -265,7 +265,8 @@ def test_every_dashboard_query_uses_the_datasource_variable() -> None:
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
     """What GET /metrics answers on a node that has served a few requests,
-    routed a chat request twice (the second from the cache) and streamed one."""
+    routed a chat request twice (the second from the cache), streamed one,
+    and failed to evaluate a policy path that names nothing."""
     with FakeOpenAI() as upstream:
         settings = load_settings(
             overrides={
@@ -278,6 +279,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
             for route in ROUTES:
                 client.get(route)
             _route_chats(client)
+            _fail_a_policy(client)
             response = client.get("/metrics")
 
     assert response.status_code == 200
@@ -308,6 +310,17 @@ def _route_chats(client: TestClient) -> None:
     for body in (chat, chat, {**chat, "stream": True}):
         response = client.post("/v1/chat/completions", json=body, headers=auth)
         assert response.status_code == 200, response.text
+
+
+def _fail_a_policy(client: TestClient) -> None:
+    token, _ = client.app.state.node.keyring.create(Scope.ADMIN)  # type: ignore[attr-defined]
+    response = client.post(
+        "/v1/policy/penin/nothing/here",
+        json={"input": {}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["reason"] == "no_result"
 
 
 def exported(exposition: str) -> set[str]:

@@ -21,6 +21,7 @@ from penin.api.ledger import append_record, jobs_router
 from penin.api.ledger import router as ledger_router
 from penin.api.middleware import WARM_UP, NodeMiddleware
 from penin.api.node import Node
+from penin.api.policy import router as policy_router
 from penin.config import Settings
 
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(cache_router)
     app.include_router(jobs_router)
+    app.include_router(policy_router)
     app.include_router(health_router)
     # Appending is the node's hot path. A plain Starlette route placed first
     # serves it without FastAPI's per-request dependency solving and nested

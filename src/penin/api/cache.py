@@ -1,4 +1,4 @@
-"""``/v1/cache/invalidate``: drop a cached answer from every node (admin).
+"""``/v1/cache/invalidate``: drop a cached answer from every node (admin action).
 
 An operator names the entry by its cache key, or by the chat request whose
 answer it holds (the node computes the key as the router does). The entry
@@ -15,15 +15,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from penin.api.auth import require
+from penin.api.auth import admit
 from penin.api.problems import Problem
 from penin.cache import cache_key
-from penin.keys import ApiKey, Scope
+from penin.keys import ApiKey
 from penin.router.router import Router
 
 router = APIRouter(prefix="/v1/cache", tags=["cache"])
 
-AdminKey = Depends(require(Scope.ADMIN))
+InvalidateKey = Depends(admit("invalidate_cache"))
 
 AUDIT_EVENT = "cache.invalidated"
 _KEY = re.compile(r"[0-9a-f]{64}")
@@ -59,7 +59,7 @@ class InvalidationOut(BaseModel):
 async def invalidate(
     body: Invalidation,
     request: Request,
-    key: ApiKey = AdminKey,
+    key: ApiKey = InvalidateKey,
 ) -> InvalidationOut:
     """Drop one cached answer from this node, Redis and every node's L1."""
     routing: Router | None = request.app.state.node.router

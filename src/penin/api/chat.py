@@ -1,16 +1,19 @@
 """``/v1/chat/completions`` and ``/v1/models``: the OpenAI-compatible surface.
 
 Clients send OpenAI Chat Completions requests with a ``route``-scope key and
-name a logical model. Headers of the answer say which deployment served it
-(``X-Penin-Deployment``), what it cost (``X-Penin-Cost-USD``; for streams an
-SSE comment before ``[DONE]``) and how much budget is left
-(``X-Penin-Budget-Remaining-USD``). Router errors are problem documents.
+name a logical model; ``X-Penin-Data-Class`` may raise the data class the
+request is held to (its key's, else the router policy's default). Headers of
+the answer say which deployment served it (``X-Penin-Deployment``), what it
+cost (``X-Penin-Cost-USD``; for streams an SSE comment before ``[DONE]``) and
+how much budget is left (``X-Penin-Budget-Remaining-USD``). Router errors,
+policy refusals among them, are problem documents.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,14 +23,15 @@ from fastapi.responses import StreamingResponse
 from starlette import types as asgi
 
 from penin.api.auth import require
-from penin.api.problems import Problem
+from penin.api.problems import Problem, policy_problem
 from penin.keys import Scope
-from penin.router.audit import Outcome
+from penin.router.audit import Caller, Outcome
 from penin.router.budget import BudgetUnavailableError
 from penin.router.errors import (
     BudgetExceededError,
     ErrorKind,
     NoDeploymentError,
+    PolicyDeniedError,
     ProviderError,
     RouterError,
     UnknownModelError,
@@ -37,6 +41,8 @@ from penin.router.router import RoutedStream, Router
 router = APIRouter(prefix="/v1", tags=["router"])
 
 _CHECK_ROUTE_KEY = require(Scope.ROUTE)
+DATA_CLASS_HEADER = "x-penin-data-class"
+_DATA_CLASS = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _CHAT_OPENAPI: dict[str, Any] = {
     "requestBody": {
@@ -63,7 +69,16 @@ _CHAT_OPENAPI: dict[str, Any] = {
             "schema": {"type": "string", "enum": ["use", "skip"]},
             "description": "use: cache this request even if it is not "
             "deterministic; skip: neither read nor fill the cache.",
-        }
+        },
+        {
+            "name": "X-Penin-Data-Class",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+            "description": "The class of the data this request carries (like "
+            "pii): it may raise the class the key is held to, never lower it. "
+            "Only deployments whose data_classes list the class receive it.",
+        },
     ],
 }
 
@@ -99,6 +114,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             "description": "A chat.completion, or an SSE stream of chunks",
             "content": {"text/event-stream": {}},
         },
+        403: {"description": "The router policy refused the request"},
         429: {"description": "A hard budget limit; nothing was sent upstream"},
         502: {"description": "Every deployment tried failed"},
     },
@@ -107,6 +123,12 @@ async def chat_completions(request: Request) -> Response:
     """Route a chat request to the best deployment of its logical model."""
     key = await _CHECK_ROUTE_KEY(request)
     body = _chat_request(await request.body())
+    caller = Caller(
+        scope=key.scope.value,
+        data_class=key.data_class,
+        models=key.models,
+        declared_class=_data_class(request.headers.get(DATA_CLASS_HEADER)),
+    )
     routing = _router(request)
     if routing is None:
         raise _problem(UnknownModelError(str(body["model"]), []))
@@ -115,6 +137,7 @@ async def chat_completions(request: Request) -> Response:
         key_id=key.key_id,
         stream=body.get("stream") is True,
         request_id=str(request.state.request_id),
+        caller=caller,
     )
     try:
         if outcome.stream:
@@ -236,6 +259,19 @@ def _chat_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _data_class(value: str | None) -> str | None:
+    """The declared data class; a value that is no class name is a 422."""
+    if value is None or _DATA_CLASS.fullmatch(value):
+        return value
+    raise Problem(
+        422,
+        "validation",
+        "X-Penin-Data-Class: a data class is a lowercase identifier "
+        "(a letter, then letters, digits or _; like pii)",
+        fields=["X-Penin-Data-Class"],
+    )
+
+
 def _invalid(field: str, message: str) -> Problem:
     return Problem(422, "validation", f"{field}: {message}", fields=[field])
 
@@ -243,6 +279,8 @@ def _invalid(field: str, message: str) -> Problem:
 def _problem(exc: RouterError) -> Problem:
     if isinstance(exc, UnknownModelError):
         return Problem(404, "model-not-found", str(exc))
+    if isinstance(exc, PolicyDeniedError):
+        return policy_problem(exc.unavailable, str(exc), exc.decision_id)
     if isinstance(exc, BudgetExceededError):
         retry = _seconds_to_midnight()
         return Problem(

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from penin.api.auth import require
+from penin.api.auth import admit, require
 from penin.api.node import Node
 from penin.api.problems import Problem
 from penin.keys import Scope
@@ -20,7 +20,8 @@ router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
 ReadKey = Depends(require(Scope.READ))
 AppendKey = Depends(require(Scope.APPEND))
-AdminKey = Depends(require(Scope.ADMIN))
+# Verifying is an admin action: the admin policy says which scopes may.
+VerifyKey = Depends(admit("verify_ledger"))
 
 
 class NewRecord(BaseModel):
@@ -92,6 +93,10 @@ _APPEND_OPENAPI: dict[str, Any] = {
     },
 }
 _CHECK_APPEND_KEY = require(Scope.APPEND)
+# Records the node trusts as its own: an API key is a key because of its
+# apikey.created record, and auditors join requests to their policy.decision
+# records. An append key that could write them could mint an admin key.
+NODE_NAMESPACES = frozenset({"apikey", "policy"})
 
 
 @router.post(
@@ -108,6 +113,14 @@ async def append_record(request: Request) -> Response:
     """Append a record; 201 once it is durable, 200 when the key was used before."""
     await _CHECK_APPEND_KEY(request)
     body = _new_record(await request.body())
+    namespace = body.event_type.partition(".")[0]
+    if namespace in NODE_NAMESPACES:
+        raise Problem(
+            403,
+            "forbidden",
+            f"event type {body.event_type!r}: {namespace}.* records are written "
+            "by the node itself; use a namespace of your own",
+        )
     idempotency_key = _idempotency_key(request)
     ledger = _node(request).ledger
     if idempotency_key is not None and (
@@ -222,7 +235,7 @@ def consistency_proof(
     return _node(request).ledger.consistency_proof(old_size, new_size).to_dict()
 
 
-@router.post("/verify", status_code=202, dependencies=[AdminKey])
+@router.post("/verify", status_code=202, dependencies=[VerifyKey])
 async def start_verify(request: Request) -> JSONResponse:
     """Start a full verification; poll the job at the Location it returns."""
     job = _node(request).start_verify_job()
@@ -234,7 +247,7 @@ async def start_verify(request: Request) -> JSONResponse:
 jobs_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@jobs_router.get("/{job_id}", dependencies=[AdminKey])
+@jobs_router.get("/{job_id}", dependencies=[VerifyKey])
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     job = _node(request).jobs.get(job_id)
     if job is None:

@@ -1,9 +1,11 @@
-"""The running node: its ledger, keys, verify jobs and periodic checkpoints.
+"""The running node: its ledger, keys, policies, verify jobs and checkpoints.
 
-One Node lives in ``app.state.node`` for the life of the process. Starting it
-opens the ledger (creating it on first run); stopping it stops the
-checkpointer, signs a last checkpoint if the log grew, and closes the ledger,
-which flushes every queued append.
+One Node lives in ``app.state.node`` for the life of the process. Making it
+loads the policy set (PolicyLoadError if it is refused); starting it opens the
+ledger (creating it on first run) and starts watching the policy directory
+and SIGHUP for reloads; stopping it stops the checkpointer, signs a last
+checkpoint if the log grew, and closes the ledger, which flushes every queued
+append.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import gc
 import shutil
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from penin.ledger.note import Checkpoint, open_checkpoint
 from penin.ledger.record import parse_ts
 from penin.ledger.verify import VerifyReport
 from penin.observability.metrics import LEDGER_METRICS, NODE_METRICS
+from penin.policy import Policies
 from penin.router.router import Router, build_router
 from penin.router.tokens import preload as preload_tokenizer
 
@@ -62,6 +67,9 @@ class Job:
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Loaded here, not at start: a set that is refused stops `penin serve`
+        # before uvicorn runs, with the file and line at fault.
+        self.policies = Policies.load(settings.policy)
         self.ledger: WORMLedger = open_ledger(settings.data_dir)
         self.keyring = KeyRing(self.ledger)
         self.jobs: dict[str, Job] = {}
@@ -73,6 +81,7 @@ class Node:
         self._warming: asyncio.Task[None] | None = None
         self._last_checkpoint: Checkpoint | None = None
         self._checkpoint_signed_at: float | None = None
+        self._sighup = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -82,9 +91,13 @@ class Node:
         await asyncio.to_thread(self.keyring.refresh)
         self._note_latest_checkpoint()
         if self.settings.models:
-            router = build_router(self.settings.router_config(), self.ledger)
+            router = build_router(
+                self.settings.router_config(), self.ledger, self.policies
+            )
             await router.start()
             self.router = router
+        self.policies.start_watching()
+        self._handle_sighup()
         self._spawn(self._checkpoint_loop())
         log.info(
             "node.started",
@@ -101,10 +114,30 @@ class Node:
                 await task
         if self.router is not None:
             await self.router.close()
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await self.policies.close()
         with contextlib.suppress(LedgerError):
             await asyncio.to_thread(self._checkpoint_if_grown)
         await asyncio.to_thread(self.ledger.close)
         log.info("node.stopped")
+
+    def _handle_sighup(self) -> None:
+        """Reload the policies on SIGHUP, which uvicorn leaves alone.
+
+        Only a loop in the main thread can take signals: a node run in
+        another thread (in tests) reloads by its watcher alone.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            log.debug("policy.sighup_not_handled", reason="not the main thread")
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._reload_policies)
+        self._sighup = True
+
+    def _reload_policies(self) -> None:
+        log.info("policy.reload_requested", signal="SIGHUP")
+        self.policies.reload()
 
     def warm(self) -> None:
         """Load what the first requests would otherwise wait for; called once

@@ -49,6 +49,8 @@ _TITLES = {
     "no-deployment": "No deployment can take the request now",
     "no-cache": "This node has no response cache",
     "budget-unavailable": "The shared budget store does not answer",
+    "policy-denied": "A policy refused the request",
+    "policy-unavailable": "The policy engine cannot decide now",
     "internal": "Internal error",
 }
 
@@ -70,6 +72,24 @@ class Problem(Exception):  # noqa: N818  (RFC 9457's own word)
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra
+
+
+def policy_problem(unavailable: bool, detail: str, decision_id: str) -> Problem:
+    """A policy's refusal: 403, or 503 when the engine could not be reached.
+
+    ``detail`` names the policy and its reasons, never the input it was given;
+    ``decision_id`` finds the ``policy.decision`` record in the ledger.
+    """
+    if unavailable:
+        return Problem(
+            503,
+            "policy-unavailable",
+            detail,
+            {"Retry-After": "1"},
+            decision_id=decision_id,
+        )
+
+    return Problem(403, "policy-denied", detail, decision_id=decision_id)
 
 
 class ProblemDocument(BaseModel):

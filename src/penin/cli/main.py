@@ -15,6 +15,7 @@ from penin import __version__
 from penin.cli.budget import budget
 from penin.cli.keys import keys
 from penin.cli.ledger import ledger
+from penin.cli.policy import policy
 from penin.cli.providers import providers
 from penin.cli.route import route
 from penin.cli.serve import serve
@@ -56,3 +57,4 @@ cli.add_command(serve)
 cli.add_command(route)
 cli.add_command(providers)
 cli.add_command(budget)
+cli.add_command(policy)

@@ -13,6 +13,7 @@ import click
 import structlog
 import uvicorn
 
+from penin.cli._config import BadConfigError
 from penin.config import ConfigError, Settings, load_settings
 from penin.observability.logging import configure
 
@@ -104,9 +105,14 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     # Imported here: FastAPI takes a third of a second to import, which every
     # other penin command would pay for nothing.
     from penin.api.app import create_app  # noqa: PLC0415
+    from penin.policy import PolicyLoadError  # noqa: PLC0415
 
+    try:
+        app = create_app(settings)
+    except PolicyLoadError as exc:
+        raise BadConfigError(f"policy set refused: {exc}") from None
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",

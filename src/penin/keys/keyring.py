@@ -2,16 +2,21 @@
 
 A token is ``pk_<key id>_<secret>``; the ledger stores only the key id, its
 scope and name, and SHA-256 of the whole token (``apikey.created``), and
-later ``apikey.revoked``. The secret is printed once and never stored.
+later ``apikey.revoked``. The secret is printed once and never stored. A key
+may also be held to a data class and to a list of logical models, which the
+router's policy reads; both are in the record only when given, so records
+written before they existed load as keys without them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +30,10 @@ CREATED = "apikey.created"
 REVOKED = "apikey.revoked"
 _PREFIX = "pk_"
 _REFRESH_S = 1.0
+DATA_CLASS = re.compile(r"[a-z][a-z0-9_]*")
+# Logical model names as configs spell them: "fast", "gpt-4o-mini", "claude-3.5".
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_MAX_NAME_CHARS = 64
 
 
 class Scope(StrEnum):
@@ -46,6 +55,8 @@ class ApiKey:
     token_sha256: str
     created_seq: int
     revoked: bool = False
+    data_class: str | None = None  # None: held to the policy's default class
+    models: tuple[str, ...] | None = None  # None: every logical model
 
     def allows(self, needed: Scope) -> bool:
         """``admin`` passes every check; any other scope passes only its own."""
@@ -58,7 +69,34 @@ class ApiKey:
             "scope": self.scope.value,
             "created_seq": self.created_seq,
             "revoked": self.revoked,
+            "data_class": self.data_class,
+            "models": None if self.models is None else list(self.models),
         }
+
+
+def check_data_class(value: str) -> str:
+    """``value`` if it is a data class name; ApiKeyError saying why if not."""
+    if len(value) > _MAX_NAME_CHARS or not DATA_CLASS.fullmatch(value):
+        raise ApiKeyError(
+            f"data class {value!r} is not a lowercase identifier "
+            "(a letter, then letters, digits or _; like pii)"
+        )
+
+    return value
+
+
+def check_models(values: Sequence[str]) -> tuple[str, ...]:
+    """The logical model names, in order, once each; ApiKeyError if one is bad."""
+    for value in values:
+        if len(value) > _MAX_NAME_CHARS or not MODEL_NAME.fullmatch(value):
+            raise ApiKeyError(
+                f"model {value!r} is not a logical model name (lowercase "
+                "letters, digits, '.', '_' or '-'; like fast or gpt-4o-mini)"
+            )
+    if not values:
+        raise ApiKeyError("name at least one logical model (like fast,smart)")
+
+    return tuple(dict.fromkeys(values))
 
 
 def _digest(token: str) -> str:
@@ -104,12 +142,15 @@ class KeyRing:
                 payload = record.payload
                 key_id = str(payload["key_id"])
                 if event_type == CREATED:
+                    models = payload.get("models")
                     self._keys[key_id] = ApiKey(
                         key_id=key_id,
                         name=str(payload.get("name", "")),
                         scope=Scope(str(payload["scope"])),
                         token_sha256=str(payload["token_sha256"]),
                         created_seq=record.seq,
+                        data_class=payload.get("data_class"),
+                        models=None if models is None else tuple(models),
                     )
                 elif key_id in self._keys:
                     old = self._keys[key_id]
@@ -140,24 +181,45 @@ class KeyRing:
 
         return key if matches and key is not None and not key.revoked else None
 
-    def create(self, scope: Scope, name: str = "") -> tuple[str, ApiKey]:
-        """Mint a token; returns it (shown once) and the stored key."""
+    def create(
+        self,
+        scope: Scope,
+        name: str = "",
+        *,
+        data_class: str | None = None,
+        models: Sequence[str] | None = None,
+    ) -> tuple[str, ApiKey]:
+        """Mint a token; returns it (shown once) and the stored key.
+
+        ``data_class`` and ``models`` are checked first; ApiKeyError if bad.
+        """
+        held_to = None if data_class is None else check_data_class(data_class)
+        allowed = None if models is None else check_models(models)
         key_id = secrets.token_hex(6)
         token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        record = self._ledger.append_record(
-            CREATED,
-            {
-                "key_id": key_id,
-                "name": name,
-                "scope": scope.value,
-                "token_sha256": _digest(token),
-            },
+        payload: dict[str, object] = {
+            "key_id": key_id,
+            "name": name,
+            "scope": scope.value,
+            "token_sha256": _digest(token),
+        }
+        if held_to is not None:
+            payload["data_class"] = held_to
+        if allowed is not None:
+            payload["models"] = list(allowed)
+        record = self._ledger.append_record(CREATED, payload)
+        log.info(
+            "apikey.created",
+            key_id=key_id,
+            scope=scope.value,
+            name=name,
+            data_class=held_to,
+            models=allowed,
         )
-        log.info("apikey.created", key_id=key_id, scope=scope.value, name=name)
         self.refresh()
 
         return token, self._keys.get(key_id) or ApiKey(
-            key_id, name, scope, _digest(token), record.seq
+            key_id, name, scope, _digest(token), record.seq, False, held_to, allowed
         )
 
     def revoke(self, key_id: str) -> ApiKey:

@@ -288,6 +288,16 @@ class WORMLedger:
 
         return self._submit(entries).result()
 
+    async def append_many_async(self, records: Iterable[NewRecord]) -> list[Record]:
+        """Like ``append_many``, for a caller on a running event loop."""
+        entries = [_entry(r) for r in records]
+        if not entries:
+            return []
+        self._open()
+        assert self._writer is not None
+
+        return await self._writer.submit_async(entries)
+
     def _submit(self, entries: list[Entry]) -> Future[list[Record]]:
         self._open()
         assert self._writer is not None

@@ -2,7 +2,9 @@
 
 Every routed request, served or refused, becomes one record, appended and
 durable before the client has the answer; docs/router.md lists its fields.
-Budgets are rebuilt from these records when a node starts.
+The ``policy.decision`` records of the request are appended with it, in the
+same transaction, and it names them by id. Budgets are rebuilt from these
+records when a node starts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ if TYPE_CHECKING:
 AUDIT_EVENT = "router.request"
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The key a request came with, and the data class its client declared."""
+
+    scope: str = "route"
+    data_class: str | None = None  # the key's own; None: the policy's default
+    models: tuple[str, ...] | None = None  # the key's logical models; None: all
+    declared_class: str | None = None  # X-Penin-Data-Class, as sent
+
+
 @dataclass
 class Outcome:
     """What one routed request did: the response headers and the audit record."""
@@ -31,6 +43,7 @@ class Outcome:
     key_id: str
     stream: bool
     request_id: str
+    caller: Caller = field(default_factory=Caller)
     started: float = field(default_factory=time.perf_counter)
     deployment: Deployment | None = None
     attempts: list[Attempt] = field(default_factory=list)
@@ -45,6 +58,9 @@ class Outcome:
     upstream_s: float = 0.0
     error: str | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+    data_class: str | None = None  # as the router policy decided it
+    # The request's policy.decision records, written in one go with this one.
+    decisions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> float:
@@ -71,7 +87,10 @@ class Outcome:
             "cache": self.cache_level,
             "budget_remaining_usd": self.remaining_usd,
             "outcome": self.error or "ok",
+            "policy_decisions": [p["decision_id"] for _, p in self.decisions],
         }
+        if self.data_class is not None:
+            payload["data_class"] = self.data_class
         if self.ttft_ms is not None:
             payload["ttft_ms"] = round(self.ttft_ms, 3)
         if self.downgraded:

@@ -8,12 +8,14 @@ files keep loading. API keys of providers are named by environment variable
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ProviderKind = Literal["openai", "anthropic", "gemini"]
 Strategy = Literal["cost", "latency", "least-busy", "weighted", "usage", "score"]
+DATA_CLASS = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class _Strict(BaseModel):
@@ -53,6 +55,21 @@ class DeploymentConfig(_Strict):
     max_input_tokens: int | None = Field(None, ge=1)
     # For the ``score`` strategy: a quality estimate in [0, 1] (default 0.5).
     quality: float | None = Field(None, ge=0, le=1)
+    # The data classes this deployment may receive (the router policy reads
+    # them): PII goes only to a deployment that lists "pii".
+    data_classes: list[str] = ["public", "internal"]
+
+    @field_validator("data_classes")
+    @classmethod
+    def _class_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not DATA_CLASS.fullmatch(name):
+                raise ValueError(
+                    f"data class {name!r} is not a lowercase identifier "
+                    "(a letter, then letters, digits or _; like pii)"
+                )
+
+        return value
 
     @property
     def name(self) -> str:
@@ -138,12 +155,26 @@ def check_references(
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"{kind} name {duplicates[0]!r} is defined twice")
+    clearances: dict[str, tuple[str, list[str]]] = {}
     for model in models:
         for deployment in model.deployments:
             if deployment.provider not in provider_names:
                 raise ValueError(
                     f"model {model.name!r}: deployment {deployment.model!r} names "
                     f"provider {deployment.provider!r}, which is not in providers"
+                )
+            # Models that list one provider model share one deployment, so
+            # what data it may receive cannot depend on which model sent it.
+            first = clearances.setdefault(
+                deployment.name, (model.name, deployment.data_classes)
+            )
+            if sorted(first[1]) != sorted(deployment.data_classes):
+                raise ValueError(
+                    f"deployment {deployment.name!r} has data_classes "
+                    f"{first[1]} in model {first[0]!r} but "
+                    f"{deployment.data_classes} in model {model.name!r}; "
+                    "a deployment receives the same classes whichever model "
+                    "sends to it"
                 )
         for field in (
             "fallbacks",

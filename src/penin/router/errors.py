@@ -4,7 +4,8 @@ RouterError
 ├── ProviderError       an upstream call failed; ``kind`` says how
 ├── NoDeploymentError   nothing could serve the request (all tried, or none open)
 ├── UnknownModelError   the client asked for a logical model that is not configured
-└── BudgetExceededError a reservation would pass a hard budget limit
+├── BudgetExceededError a reservation would pass a hard budget limit
+└── PolicyDeniedError   a policy refused the request, or could not decide
 """
 
 from __future__ import annotations
@@ -86,3 +87,33 @@ class BudgetExceededError(RouterError):
         self.scope = scope
         self.limit_usd = limit_usd
         self.committed_usd = committed_usd
+
+
+# Failures that say the policy engine cannot answer now, rather than that it
+# found the request wanting: the client may retry.
+UNAVAILABLE_REASONS = frozenset({"timeout", "unavailable"})
+
+
+class PolicyDeniedError(RouterError):
+    """A policy at ``path`` said no (``reason`` "denied"), or failed to decide.
+
+    ``reasons`` are the policy's own words; the request's input is never part
+    of the message.
+    """
+
+    def __init__(
+        self, path: str, reason: str, reasons: list[str], decision_id: str
+    ) -> None:
+        if reason == "denied":
+            said = "; ".join(reasons) or "the policy refused the request"
+        else:
+            said = f"the policy could not decide ({reason}), so the request is refused"
+        super().__init__(f"{path}: {said}")
+        self.path = path
+        self.reason = reason
+        self.reasons = reasons
+        self.decision_id = decision_id
+
+    @property
+    def unavailable(self) -> bool:
+        return self.reason in UNAVAILABLE_REASONS

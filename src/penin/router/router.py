@@ -1,10 +1,13 @@
 """The router: a chat request in, the best deployment's answer out, audited.
 
 For each request it finds the logical model, serves a cached answer when the
-request may be cached, counts the prompt, asks the budget whether the soft
-limit has been passed (then the cheapest deployment goes first), runs the
-routing loop, settles the reservation to the reported (or estimated) cost,
-and appends one ``router.request`` record before the client has the answer.
+request may be cached and the router policy admits it, counts the prompt,
+asks the budget and router policies (``gate``) whether it may go and where,
+runs the routing loop over the deployments they allow (the cheapest first at
+the soft budget limit), settles the reservation to the reported (or
+estimated) cost, and appends the request's ``policy.decision`` records and
+its ``router.request`` record, in one transaction, before the client has the
+answer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import structlog
 from penin.cache import ResponseCache, SealKeys, cache_key, wants_cache
 from penin.ledger.ledger import WORMLedger
 from penin.observability.metrics import NODE_METRICS, ROUTER_METRICS
+from penin.policy import Policies
 from penin.router.audit import AUDIT_EVENT, Outcome
 from penin.router.budget import (
     Budget,
@@ -35,7 +39,13 @@ from penin.router.budget import (
 )
 from penin.router.config import RouterConfig
 from penin.router.deployments import Deployment, Group, build_groups
-from penin.router.errors import BudgetExceededError, ProviderError, UnknownModelError
+from penin.router.errors import (
+    BudgetExceededError,
+    PolicyDeniedError,
+    ProviderError,
+    UnknownModelError,
+)
+from penin.router.gate import Admission, Gate
 from penin.router.limits_redis import SharedRates
 from penin.router.prices import PriceTable, cost_nusd
 from penin.router.providers.base import Completion, Json, Stream, Usage
@@ -55,6 +65,7 @@ class Router:
         self,
         config: RouterConfig,
         ledger: WORMLedger,
+        policies: Policies,
         *,
         budget_store: BudgetStore | None = None,
         rates: SharedRates | None = None,
@@ -63,6 +74,7 @@ class Router:
     ) -> None:
         self.config = config
         self.ledger = ledger
+        self.policies = policies
         self.prices = prices or PriceTable.bundled()
         self.budget = Budget(config.budget, budget_store or MemoryBudgetStore())
         self.cache = ResponseCache(config.cache, seal_keys)
@@ -70,6 +82,7 @@ class Router:
         self.groups: dict[str, Group] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: Loop | None = None
+        self._gate: Gate | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -86,6 +99,7 @@ class Router:
         # Jitter and weighted order need no cryptographic randomness.
         rng = random.Random()  # noqa: S311
         self._loop = Loop(self.groups, self.config.router, self.budget, rng)
+        self._gate = Gate(self.policies, self.groups)
         await self.budget.rebuild(self.ledger)
         await self.cache.start()
         # A node whose budget store is down starts all the same, and refuses
@@ -129,12 +143,19 @@ class Router:
         if key is not None:
             cached = await self.cache.get(key)
             if cached is not None:
+                # Who may see what holds for a stored answer too; a cached
+                # answer spends nothing, so no budget is asked.
+                try:
+                    await self._admit(group, outcome, None)
+                except BaseException as exc:
+                    await self._failed(outcome, request, exc)
+                    raise
                 body = _cached_body(cached[0])
                 outcome.cache_level = cached[1]
                 await self._finish(outcome, request, body)
                 return body
         try:
-            plan = await self._plan(request, outcome)
+            plan = await self._plan(group, request, outcome)
             routed = await self._run(group, plan, outcome, _complete_call(request))
         except BaseException as exc:
             await self._failed(outcome, request, exc)
@@ -153,7 +174,7 @@ class Router:
         """A started stream: its first chunk has arrived from the deployment."""
         group = self.group(request.get("model"))
         try:
-            plan = await self._plan(request, outcome)
+            plan = await self._plan(group, request, outcome)
             routed = await self._run(group, plan, outcome, _stream_call(request))
         except BaseException as exc:
             await self._failed(outcome, request, exc)
@@ -167,28 +188,38 @@ class Router:
 
         return RoutedStream(self, routed, outcome, request)
 
-    async def _plan(self, request: Json, outcome: Outcome) -> Plan:
+    async def _plan(self, group: Group, request: Json, outcome: Outcome) -> Plan:
+        assert self._gate is not None, "Router.start() was not awaited"
         messages = request.get("messages")
         tools = request.get("tools")
         outcome.prompt_tokens = count_prompt(
             messages if isinstance(messages, list) else [],
             tools if isinstance(tools, list) else None,
         )
+        max_tokens = _max_tokens(request)
         status = await self.budget.status(outcome.key_id)
-        outcome.downgraded = status.soft_scope
-        if status.soft_scope is not None:
-            ROUTER_METRICS.budget_soft.labels(status.soft_scope).inc()
-            log.warning(
-                "budget.soft_limit", scope=status.soft_scope, model=outcome.model
-            )
+        soft_scope = await self._gate.budget(status, outcome)
+        admission = await self._admit(group, outcome, "soft" if soft_scope else "ok")
+        if admission.downgrade:
+            outcome.downgraded = soft_scope or "policy"
+        if admission.downgrade and soft_scope is not None:
+            ROUTER_METRICS.budget_soft.labels(soft_scope).inc()
+            log.warning("budget.soft_limit", scope=soft_scope, model=outcome.model)
 
         return Plan(
             key_id=outcome.key_id,
             stream=outcome.stream,
             prompt_tokens=outcome.prompt_tokens,
-            max_tokens=_max_tokens(request),
-            downgrade=status.soft_scope is not None,
+            max_tokens=max_tokens,
+            downgrade=admission.downgrade,
+            allowed=admission.deployments,
         )
+
+    async def _admit(
+        self, group: Group, outcome: Outcome, budget_state: str | None
+    ) -> Admission:
+        assert self._gate is not None, "Router.start() was not awaited"
+        return await self._gate.route(group, outcome, budget_state)
 
     async def _run(
         self, group: Group, plan: Plan, outcome: Outcome, call: Any
@@ -253,6 +284,8 @@ class Router:
             ROUTER_METRICS.budget_refused.labels(exc.scope).inc()
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             outcome.error = "cancelled"
+        elif isinstance(exc, PolicyDeniedError):
+            outcome.error = "policy_unavailable" if exc.unavailable else "policy_denied"
         else:
             outcome.error = getattr(getattr(exc, "kind", None), "value", None) or (
                 type(exc).__name__
@@ -269,7 +302,11 @@ class Router:
         with contextlib.suppress(BudgetUnavailableError):
             outcome.budget = await self.budget.status(outcome.key_id)
             await self._refresh_budget_gauge(outcome.budget)
-        await self.ledger.append_record_async(AUDIT_EVENT, outcome.record())
+        # One transaction: the decisions are durable exactly when the record
+        # that names them is, and a request costs one writer round trip.
+        await self.ledger.append_many_async(
+            [*outcome.decisions, (AUDIT_EVENT, outcome.record())]
+        )
         overhead = time.perf_counter() - outcome.started - outcome.upstream_s
         ROUTER_METRICS.overhead.observe(max(overhead, 0.0))
 
@@ -430,7 +467,9 @@ def _sha256(value: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
+def build_router(
+    config: RouterConfig, ledger: WORMLedger, policies: Policies
+) -> Router:
     """A router with the stores its config names: Redis when a URL is set.
 
     One Redis can serve all three: budgets (when a limit is set) and rpm/tpm
@@ -448,4 +487,6 @@ def build_router(config: RouterConfig, ledger: WORMLedger) -> Router:
         store = RedisBudgetStore(redis_url, ledger_id=ledger.origin)
     rates = SharedRates(redis_url) if redis_url else None
 
-    return Router(config, ledger, budget_store=store, rates=rates, seal_keys=seal)
+    return Router(
+        config, ledger, policies, budget_store=store, rates=rates, seal_keys=seal
+    )

@@ -82,6 +82,8 @@ class Plan:
     prompt_tokens: int
     max_tokens: int | None  # as the client asked; None: the deployment's maximum
     downgrade: bool  # a soft budget limit: cheapest deployment first
+    # The deployments the router policy allows; None: every one (no policy).
+    allowed: frozenset[str] | None = None
     attempts: list[Attempt] = field(default_factory=list)
     upstream_s: float = 0.0  # in upstream calls and back-off waits
     min_context: int = 0  # a context-length refusal raises this
@@ -188,8 +190,11 @@ class Loop:
         return retry, last, refused
 
     def _ordered(self, group: Group, plan: Plan) -> list[Deployment]:
-        by_name = {d.name: d for d in group.deployments}
-        candidates = [d.candidate(plan.stream) for d in group.deployments]
+        allowed = plan.allowed
+        by_name = {
+            d.name: d for d in group.deployments if allowed is None or d.name in allowed
+        }
+        candidates = [d.candidate(plan.stream) for d in by_name.values()]
         if plan.downgrade:
             ranked = cheapest(candidates)
         else:
