@@ -1,10 +1,13 @@
-"""What the benchmarks append: a router request as the gateway will log it."""
+"""What the benchmarks append: a record shaped like a routed request's audit.
+
+Its event type is the application's own: ``router.*`` records are the node's,
+and the append route refuses them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-EVENT_TYPE = "router.request"
+EVENT_TYPE = "app.request"
 
 
 def router_request(request_id: str) -> dict[str, Any]:

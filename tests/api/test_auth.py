@@ -63,9 +63,7 @@ ROUTES = {
     "POST /v1/ledger/verify": Route(
         Scope.ADMIN, "/v1/ledger/verify", action="verify_ledger"
     ),
-    "GET /v1/jobs/{job_id}": Route(
-        Scope.ADMIN, "/v1/jobs/{job_id}", action="verify_ledger"
-    ),
+    "GET /v1/jobs/{job_id}": Route(Scope.READ, "/v1/jobs/{job_id}"),
     "POST /v1/cache/invalidate": Route(
         Scope.ADMIN,
         "/v1/cache/invalidate",

@@ -329,12 +329,15 @@ def test_an_unknown_job_is_a_404_problem(
     assert "no-such-job" in problem["detail"]
 
 
-@pytest.mark.parametrize("event_type", ["apikey.created", "policy.decision"])
+@pytest.mark.parametrize(
+    "event_type", ["apikey.created", "policy.decision", "router.request"]
+)
 def test_an_append_key_cannot_write_the_nodes_own_records(
     client: TestClient, mint: Callable[[Scope], str], event_type: str
 ) -> None:
     """An apikey.created record is what makes a token a key: one written
-    through the API would let an append key mint itself an admin key."""
+    through the API would let an append key mint itself an admin key (and a
+    router.request record would spend budget at the next rebuild)."""
     append_key = bearer(mint(Scope.APPEND))
     forged_token = "pk_aaaaaaaaaaaa_" + "A" * 43
     payload = {

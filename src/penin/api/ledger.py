@@ -94,9 +94,10 @@ _APPEND_OPENAPI: dict[str, Any] = {
 }
 _CHECK_APPEND_KEY = require(Scope.APPEND)
 # Records the node trusts as its own: an API key is a key because of its
-# apikey.created record, and auditors join requests to their policy.decision
-# records. An append key that could write them could mint an admin key.
-NODE_NAMESPACES = frozenset({"apikey", "policy"})
+# apikey.created record, auditors join requests to their policy.decision
+# records, and budgets are rebuilt from router.request records. An append key
+# that could write them could mint an admin key or spend another key's budget.
+NODE_NAMESPACES = frozenset({"apikey", "policy", "router"})
 
 
 @router.post(
@@ -247,7 +248,9 @@ async def start_verify(request: Request) -> JSONResponse:
 jobs_router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@jobs_router.get("/{job_id}", dependencies=[VerifyKey])
+# Polling a job reads its progress: read scope, and no admin decision (and
+# so no ledger record) for every poll.
+@jobs_router.get("/{job_id}", dependencies=[ReadKey])
 def get_job(request: Request, job_id: str) -> dict[str, Any]:
     job = _node(request).jobs.get(job_id)
     if job is None:
