@@ -14,6 +14,7 @@ runs behind each median and the machine to benchmarks/results/policy.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import statistics
@@ -23,9 +24,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 import tables
+from penin.ledger.record import canonical_payload
+from penin.policy.config import PolicySettings
 from penin.policy.engine import EmbeddedEngine
 from penin.policy.policyset import load_policy_set
+from penin.policy.service import Policies
+from penin.router.audit import Caller, Outcome
+from penin.router.budget import BudgetStatus
+from penin.router.config import RouterConfig
+from penin.router.deployments import build_groups
+from penin.router.gate import Gate
+from penin.router.prices import PriceTable
 from tables import Figure
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -106,7 +118,35 @@ FIGURES = (
            "ms", "≤ 0.05 ms", lambda v: v <= 0.05),
     Figure("router_repeated_p99_ms", "penin.router, a question asked before: p99",
            "ms"),
+    Figure("gate_route_p50_ms", "router gate per request (decision and record): p50",
+           "ms", "≤ 0.05 ms", lambda v: v <= 0.05),
+    Figure("gate_route_p99_ms", "router gate per request (decision and record): p99",
+           "ms"),
+    Figure("gate_budget_p50_ms", "budget gate per request (decision and record): p50",
+           "ms"),
+    Figure("gate_budget_p99_ms", "budget gate per request (decision and record): p99",
+           "ms", "≤ 1 ms", lambda v: v <= 1.0),
 )  # fmt: skip
+
+# A node's router: three deployments behind "fast", one of them cleared for
+# PII, and "smart" as its fallback.
+ROUTER_CONFIG = {
+    "providers": [
+        {"name": "openai-main", "kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+        {"name": "anthropic", "kind": "anthropic", "base_url": "http://127.0.0.1:9"},
+    ],
+    "models": [
+        {"name": "fast", "fallbacks": ["smart"], "deployments": [
+            {"provider": "openai-main", "model": "gpt-4o-mini"},
+            {"provider": "openai-main", "model": "gpt-4.1-nano",
+             "data_classes": ["public", "internal", "pii"]},
+            {"provider": "anthropic", "model": "claude-haiku-4-5"},
+        ]},
+        {"name": "smart", "deployments": [
+            {"provider": "openai-main", "model": "gpt-4o"},
+        ]},
+    ],
+}  # fmt: skip
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -159,6 +199,58 @@ def run(
     return {k: statistics.median(v) for k, v in runs.items()}, runs
 
 
+async def gate_per_request(
+    rounds: int, count: int, keys: int
+) -> dict[str, list[float]]:
+    """The work the router's gate adds to one request, as ``Router`` calls it:
+    each decision, its ledger record's payload and that payload's canonical
+    form (what the append then hashes). ``keys`` keys take turns, so the
+    routing question repeats as it does in traffic; the day's spend rises
+    with every request, so the budget question never does."""
+    config = RouterConfig.model_validate(ROUTER_CONFIG)
+    async with aiohttp.ClientSession() as session:
+        groups = build_groups(config, session, PriceTable.bundled())
+    gate = Gate(Policies.load(PolicySettings()), groups)
+    group = groups["fast"]
+    runs: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        route_s, budget_s = [], []
+        for n in range(count):
+            outcome = Outcome(
+                model="fast", key_id=f"{n % keys:012x}", stream=False,
+                request_id=f"req-{n}", caller=Caller(data_class="internal"),
+            )  # fmt: skip
+            status = _status(n)
+            start = time.perf_counter()
+            state = await gate.budget(status, outcome)
+            canonical_payload(outcome.decisions[-1][1])
+            middle = time.perf_counter()
+            await gate.route(group, outcome, "soft" if state else "ok")
+            canonical_payload(outcome.decisions[-1][1])
+            budget_s.append(middle - start)
+            route_s.append(time.perf_counter() - middle)
+        for name, seconds in (("gate_route", route_s), ("gate_budget", budget_s)):
+            runs.setdefault(f"{name}_p50_ms", []).append(
+                percentile(seconds, 0.50) * 1000
+            )
+            runs.setdefault(f"{name}_p99_ms", []).append(
+                percentile(seconds, 0.99) * 1000
+            )
+
+    return runs
+
+
+def _status(n: int) -> BudgetStatus:
+    spent = 1.0 + n * 1e-5
+    return BudgetStatus(
+        day="2026-12-04", key_id=None, soft_fraction=0.95,
+        global_limit_usd=50.0, global_committed_usd=spent,
+        global_remaining_usd=50.0 - spent, global_soft=False,
+        key_limit_usd=5.0, key_committed_usd=spent / 10,
+        key_remaining_usd=5.0 - spent / 10, key_soft=False,
+    )  # fmt: skip
+
+
 def _keep(runs: dict[str, list[float]], name: str, got: dict[str, float]) -> None:
     for what, value in got.items():
         key = f"{name}_decisions_per_s" if what == "per_s" else f"{name}_{what}"
@@ -173,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds, count = (1, 200) if args.quick else (3, 20_000)
 
     figures, runs = run(rounds, count, keys=100)
+    gate_runs = asyncio.run(gate_per_request(rounds, count, keys=100))
+    runs.update(gate_runs)
+    figures.update({k: statistics.median(v) for k, v in gate_runs.items()})
     about = {
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -26,4 +26,5 @@ def test_quick_run_reports_every_figure_as_a_positive_number(tmp_path: Path) -> 
     for policy in ("router", "budget", "guard", "admin"):
         for what in ("decisions_per_s", "p50_ms", "p99_ms"):
             assert figures[f"{policy}_{what}"] > 0, (policy, what)
-    assert 0 < figures["router_repeated_p50_ms"] <= figures["router_repeated_p99_ms"]
+    for figure in ("router_repeated", "gate_route", "gate_budget"):
+        assert 0 < figures[f"{figure}_p50_ms"] <= figures[f"{figure}_p99_ms"], figure
