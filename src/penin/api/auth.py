@@ -20,31 +20,38 @@ ADMIN_PATH = "penin/admin/decision"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="penin"'}
 
 
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-
-    return token.strip()
-
-
-async def authenticate(request: Request) -> ApiKey:
-    """The live key the request carries, of any scope; 401 if none."""
-    token = _token(request)
-    if token is None:
+def check_token(keyring: KeyRing, authorization: str | None) -> ApiKey:
+    """The live key an Authorization header value names, of any scope; 401 if none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Problem(
             401,
             "unauthorized",
             "send 'Authorization: Bearer <API key>'",
             _CHALLENGE,
         )
-    keyring: KeyRing = request.app.state.node.keyring
     key = keyring.authenticate(token)
     if key is None:
         raise Problem(
             401, "unauthorized", "the API key is unknown or revoked", _CHALLENGE
         )
+
+    return key
+
+
+def wrong_scope(needed: Scope, key: ApiKey) -> Problem:
+    return Problem(
+        403,
+        "forbidden",
+        f"this route needs scope '{needed.value}', the key has '{key.scope.value}'",
+    )
+
+
+async def authenticate(request: Request) -> ApiKey:
+    """The live key the request carries, of any scope; 401 if none."""
+    keyring: KeyRing = request.app.state.node.keyring
+    key = check_token(keyring, request.headers.get("authorization"))
     request.state.key_id = key.key_id
 
     return key
@@ -56,12 +63,7 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[ApiKey]]:
     async def check(request: Request) -> ApiKey:
         key = await authenticate(request)
         if not key.allows(scope):
-            raise Problem(
-                403,
-                "forbidden",
-                f"this route needs scope '{scope.value}', "
-                f"the key has '{key.scope.value}'",
-            )
+            raise wrong_scope(scope, key)
 
         return key
 

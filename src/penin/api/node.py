@@ -44,6 +44,7 @@ _MAX_JOBS = 100
 class Job:
     job_id: str
     kind: str
+    owner: str  # the id of the key that started it
     state: str = "running"
     started: float = field(default_factory=time.time)
     finished: float | None = None
@@ -203,8 +204,8 @@ class Node:
 
     # -- verify jobs -------------------------------------------------------
 
-    def start_verify_job(self) -> Job:
-        job = Job(uuid.uuid4().hex, "ledger.verify")
+    def start_verify_job(self, owner: str) -> Job:
+        job = Job(uuid.uuid4().hex, "ledger.verify", owner)
         self.jobs[job.job_id] = job
         for old in sorted(self.jobs.values(), key=lambda j: j.started)[:-_MAX_JOBS]:
             self.jobs.pop(old.job_id, None)
