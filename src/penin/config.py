@@ -11,13 +11,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from penin.ha.config import ClusterConfig, NodeConfig, check_sections
 from penin.policy.config import PolicySettings
 from penin.router.config import RouterConfig
 
@@ -69,6 +77,25 @@ class Settings(BaseSettings, RouterConfig):
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
     policy: PolicySettings = PolicySettings()
+    # Both or neither: without them the node is a single node (docs/ha.md).
+    node: NodeConfig | None = None
+    cluster: ClusterConfig | None = None
+
+    @model_validator(mode="after")
+    def _cluster_sections(self) -> Settings:
+        if self.node is None and self.cluster is None:
+            return self
+        if self.node is None or self.cluster is None:
+            missing = "node" if self.node is None else "cluster"
+            given = "cluster" if self.node is None else "node"
+            raise ValueError(
+                f"the {given} section needs a {missing} section too: a node in a "
+                "cluster names itself (node) and its cluster (cluster); remove "
+                f"{given} for a single node"
+            )
+        check_sections(self.node, self.cluster)
+
+        return self
 
     def router_config(self) -> RouterConfig:
         """The router's sections (providers to router) on their own."""

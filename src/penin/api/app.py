@@ -12,7 +12,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from penin import __version__
-from penin.api import problems
+from penin.api import not_primary, problems
 from penin.api.cache import router as cache_router
 from penin.api.chat import router as chat_router
 from penin.api.health import HealthChecks
@@ -22,6 +22,7 @@ from penin.api.ledger import router as ledger_router
 from penin.api.middleware import WARM_UP, NodeMiddleware
 from penin.api.node import Node
 from penin.api.policy import router as policy_router
+from penin.api.replication import router as replication_router
 from penin.config import Settings
 
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
@@ -62,6 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(policy_router)
     app.include_router(health_router)
+    if settings.cluster is not None:
+        # Members only: a single node serves no replication stream.
+        app.include_router(replication_router)
     # Appending is the node's hot path. A bare ASGI endpoint on a route placed
     # first serves it without FastAPI's dependency solving, nested router
     # matching and request/response objects (together nearly half its CPU);
@@ -70,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.insert(
         0, _PlainRoute("/v1/ledger/records", AppendEndpoint(), methods=["POST"])
     )
+    not_primary.install(app, guard=settings.cluster is not None)
     app.add_middleware(NodeMiddleware, max_body_bytes=settings.server.max_body_bytes)
 
     return app

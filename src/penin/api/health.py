@@ -1,7 +1,9 @@
 """Health, role and metrics endpoints, following the Patroni convention.
 
 ``/health`` keeps the deployment guide's contract — ``status`` and four
-boolean ``checks`` — and adds ``details`` saying what each check measured.
+boolean ``checks`` — and adds ``details`` saying what each check measured. A
+member of a cluster adds a fifth check, ``replication``: on a replica, whether
+it follows its primary and is caught up (penin.ha.follower).
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ async def health(request: Request) -> JSONResponse:
         "router": checks.router(),
         "observability": checks.observability(),
     }
+    member = request.app.state.node.cluster
+    if member is not None:
+        results["replication"] = member.health()
     for name, (ok, _) in results.items():
         NODE_METRICS.health_check.labels(name).set(1 if ok else 0)
     healthy = all(ok for ok, _ in results.values())
@@ -163,9 +168,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def _role(node: Node) -> dict[str, Any]:
+    """The node's role; a member's adds what its role's health check says."""
+    writable = node.ledger.accepts_writes and not node.stopping
+    member = node.cluster
+    if member is None:
+        return {"role": "primary", "accepts_writes": writable}
+    healthy, detail = member.health()
+
     return {
-        "role": "primary",
-        "accepts_writes": node.ledger.accepts_writes and not node.stopping,
+        **detail,
+        "accepts_writes": writable and member.is_primary,
+        "healthy": healthy and not node.stopping,
     }
 
 
@@ -188,8 +201,12 @@ async def primary(request: Request) -> JSONResponse:
     responses=_answers("This node is no healthy replica"),
 )
 async def replica(request: Request) -> JSONResponse:
-    """200 only on a healthy replica; a single node is none, so 503."""
-    return JSONResponse(_role(request.app.state.node), status_code=503)
+    """200 only on a replica that follows its primary and is caught up (within
+    the bound docs/ha.md states); a primary or a single node is none, so 503."""
+    body = _role(request.app.state.node)
+    ok = body["role"] == "replica" and body["healthy"]
+
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get(

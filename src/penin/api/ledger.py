@@ -100,7 +100,8 @@ APPEND = Scope.APPEND
 # apikey.created record, auditors join requests to their policy.decision
 # records, and budgets are rebuilt from router.request records. An append key
 # that could write them could mint an admin key or spend another key's budget.
-NODE_NAMESPACES = frozenset({"apikey", "policy", "router"})
+# ha.term_started records say which primary wrote from which seq on.
+NODE_NAMESPACES = frozenset({"apikey", "ha", "policy", "router"})
 
 
 @router.post(

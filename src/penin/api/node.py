@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from penin.config import Settings
+from penin.ha import ClusterMember, join_cluster
 from penin.keys import KeyRing
 from penin.ledger.errors import LedgerError
 from penin.ledger.ledger import WORMLedger, open_ledger
@@ -73,6 +74,11 @@ class Node:
         self.policies = Policies.load(settings.policy)
         self.ledger: WORMLedger = open_ledger(settings.data_dir)
         self.keyring = KeyRing(self.ledger)
+        # None on a single node. Joined here, not at start, for the same reason
+        # as the policies: a cluster section that cannot work stops `penin serve`.
+        self.cluster: ClusterMember | None = join_cluster(
+            settings.node, settings.cluster, self.ledger
+        )
         self.jobs: dict[str, Job] = {}
         self.stopping = False
         self.started_at = time.time()
@@ -88,7 +94,14 @@ class Node:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.cluster is not None:
+            # First: a new replica creates its ledger with the primary's
+            # origin, and a primary opens it to write in its term.
+            await self.cluster.start()
         await asyncio.to_thread(self.ledger.initialize)
+        if self.cluster is None:
+            # A single node is its own primary, even on a replica's old data.
+            await asyncio.to_thread(self.ledger.lead)
         await asyncio.to_thread(self.keyring.refresh)
         self._note_latest_checkpoint()
         if self.settings.models:
@@ -108,6 +121,8 @@ class Node:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -187,6 +202,8 @@ class Node:
                 log.error("ledger.checkpoint_failed", error=str(exc))
 
     def _checkpoint_if_grown(self) -> None:
+        if self.cluster is not None and not self.cluster.is_primary:
+            return  # only the primary signs; a replica stores its checkpoints
         signed = self._last_checkpoint.tree_size if self._last_checkpoint else 0
         if self.ledger.count_records() > signed:
             self.ledger.checkpoint()
@@ -235,6 +252,8 @@ class Node:
 
     def refresh_gauges(self) -> None:
         NODE_METRICS.ledger_records.set(self.ledger.count_records())
+        if self.cluster is not None and not self.cluster.is_primary:
+            self._note_latest_checkpoint()  # the follower stores the primary's
         if self._checkpoint_signed_at is not None:
             NODE_METRICS.checkpoint_age.set(time.time() - self._checkpoint_signed_at)
         usage = shutil.disk_usage(self.settings.data_dir)

@@ -51,6 +51,8 @@ _TITLES = {
     "budget-unavailable": "The shared budget store does not answer",
     "policy-denied": "A policy refused the request",
     "policy-unavailable": "The policy engine cannot decide now",
+    "not-primary": "This node is a replica; writes go to the primary",
+    "replica-ahead": "The replica holds records this primary never wrote",
     "internal": "Internal error",
 }
 

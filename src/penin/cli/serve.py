@@ -105,12 +105,16 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     # Imported here: FastAPI takes a third of a second to import, which every
     # other penin command would pay for nothing.
     from penin.api.app import create_app  # noqa: PLC0415
+    from penin.ha import ClusterSetupError, prepare_to_join  # noqa: PLC0415
     from penin.policy import PolicyLoadError  # noqa: PLC0415
 
     try:
         app = create_app(settings)
+        prepare_to_join(app.state.node.cluster)
     except PolicyLoadError as exc:
         raise BadConfigError(f"policy set refused: {exc}") from None
+    except ClusterSetupError as exc:
+        raise BadConfigError(f"cannot join the cluster: {exc}") from None
     config = uvicorn.Config(
         app,
         host=settings.server.host,

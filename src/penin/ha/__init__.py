@@ -1,7 +1,10 @@
-"""High availability: the coordinator through which nodes agree on one primary.
+"""High availability: the coordinator, the cluster's members and replication.
 
-Replication, failover and switchover build on this package; they are not
-written yet. ``coordinator_for`` picks the backend the configuration names.
+``coordinator_for`` picks the coordinator backend the configuration names;
+``join_cluster`` makes this node a member (``penin.ha.member``), a primary
+serving the replication stream (``penin.ha.stream``, ``penin.ha.lag``) or a
+replica following it (``penin.ha.follower``). Automatic failover, synchronous
+replication and switchover are not written yet.
 """
 
 from penin.ha.config import ClusterConfig, HAConfig, NodeConfig
@@ -13,22 +16,32 @@ from penin.ha.coordinator import (
     MemberState,
     SyncSet,
 )
+from penin.ha.errors import ClusterSetupError, HAError, StreamError
 from penin.ha.etcd import EtcdCoordinator
+from penin.ha.member import ClusterMember, join_cluster, prepare_to_join
 from penin.ha.static import StaticCoordinator
+from penin.ha.token import ClusterToken
 
 __all__ = [
     "ClusterConfig",
+    "ClusterMember",
+    "ClusterSetupError",
+    "ClusterToken",
     "Coordinator",
     "CoordinatorError",
     "EtcdCoordinator",
     "HAConfig",
+    "HAError",
     "Leader",
     "Leadership",
     "MemberState",
     "NodeConfig",
     "StaticCoordinator",
+    "StreamError",
     "SyncSet",
     "coordinator_for",
+    "join_cluster",
+    "prepare_to_join",
 ]
 
 

@@ -4,11 +4,15 @@ how the members of its cluster agree on a primary.
 The shape is a public contract (docs/ha.md); new keys come with defaults so
 that older files keep loading. ``cluster.name`` is such an addition: it keeps
 clusters that share one etcd apart (their keys live under ``/penin/<name>/``).
+So are ``cluster.primary_url``, where a static replica finds its primary, and
+``cluster.token_file``, where a node reads the cluster token when the
+environment does not hold it.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
@@ -74,14 +78,19 @@ class ClusterConfig(_Strict):
     coordinator: Coordinator
     name: str = "penin"
     etcd_endpoints: list[str] = []
-    # With coordinator: static, the name of the node that is always the primary.
+    # With coordinator: static, the name of the node that is always the primary,
+    # and the URL its replicas follow and send writers to.
     primary: str | None = None
+    primary_url: str | None = None
     replication: Replication = "sync"
     # In sync mode, how many replicas must store a record before it is
     # acknowledged to the client.
     sync_replicas: int = Field(1, ge=0)
     # etcd counts leases in whole seconds.
     lease_ttl_s: int = Field(3, gt=0)
+    # The file holding the token nodes present to each other, when
+    # PENIN_CLUSTER_TOKEN does not; never the token itself.
+    token_file: Path | None = None
 
     @field_validator("name")
     @classmethod
@@ -92,6 +101,11 @@ class ClusterConfig(_Strict):
     @classmethod
     def _primary(cls, value: str | None) -> str | None:
         return None if value is None else _dns_label(value, "cluster.primary")
+
+    @field_validator("primary_url")
+    @classmethod
+    def _primary_url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, "cluster.primary_url")
 
     @field_validator("etcd_endpoints")
     @classmethod
@@ -121,10 +135,11 @@ class ClusterConfig(_Strict):
                     "coordinator: etcd needs cluster.etcd_endpoints, the client "
                     "URLs of the etcd members (e.g. [http://127.0.0.1:2379])"
                 )
-            if self.primary is not None:
+            if self.primary is not None or self.primary_url is not None:
+                field = "primary" if self.primary is not None else "primary_url"
                 raise ValueError(
                     "with coordinator: etcd the primary is elected; remove "
-                    f"cluster.primary ({self.primary!r}) or set coordinator: static"
+                    f"cluster.{field} or set coordinator: static"
                 )
 
         return self
@@ -135,3 +150,33 @@ class HAConfig(_Strict):
 
     node: NodeConfig
     cluster: ClusterConfig
+
+    @model_validator(mode="after")
+    def _fit_together(self) -> Self:
+        check_sections(self.node, self.cluster)
+        return self
+
+
+def check_sections(node: NodeConfig, cluster: ClusterConfig) -> None:
+    """ValueError naming the problem if ``node`` cannot be a member of ``cluster``.
+
+    Every member may share one cluster section; with the static coordinator a
+    replica needs the primary's URL, and the primary's own advertised URL must
+    be that URL, since it is where replicas and clients will look.
+    """
+    if cluster.coordinator != "static":
+        return
+    if node.name != cluster.primary and cluster.primary_url is None:
+        raise ValueError(
+            f"node {node.name} is a replica of {cluster.primary} "
+            "(coordinator: static): set cluster.primary_url to the advertised "
+            f"URL of {cluster.primary}"
+        )
+    if node.name == cluster.primary and cluster.primary_url not in (
+        None,
+        node.advertise_url,
+    ):
+        raise ValueError(
+            f"cluster.primary_url {cluster.primary_url} is not node.advertise_url "
+            f"{node.advertise_url} of the primary {node.name}; make them the same"
+        )

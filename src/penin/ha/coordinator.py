@@ -26,12 +26,13 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from penin.ha.config import ClusterConfig, NodeConfig
+from penin.ha.errors import HAError
 
 Role = Literal["primary", "replica"]
 
 
-class CoordinatorError(Exception):
-    """Root of every error of penin.ha: the coordinator could not do something.
+class CoordinatorError(HAError):
+    """The coordinator could not do something.
 
     ``operation`` is what was attempted, ``endpoints`` where, ``reason`` what
     went wrong; ``code`` is the backend's own error code when it sent one.
@@ -57,8 +58,8 @@ class CoordinatorError(Exception):
 class Leader:
     """Who holds the leader key now, and in which term.
 
-    ``url`` is None when the backend does not know it (a static replica knows
-    the primary's name only).
+    ``url`` is None when the backend does not know it (a static replica
+    configured without ``cluster.primary_url``).
     """
 
     name: str

@@ -59,7 +59,7 @@ class StaticCoordinator(Coordinator):
         """Nothing to give up: only a change of configuration moves the primary."""
 
     async def leader(self) -> Leader | None:
-        url = self.node.advertise_url if self.is_primary else None
+        url = self.node.advertise_url if self.is_primary else self.cluster.primary_url
 
         return Leader(name=self.primary, url=url, term=STATIC_TERM)
 

@@ -9,8 +9,12 @@ LedgerError
 ├── LedgerUnavailableError  the data directory or disk refuses the write
 ├── CheckpointRefusedError  signing would contradict an earlier checkpoint
 ├── VerificationFailedError a signature or proof that does not verify
-└── BackupError             a backup or restore that cannot go ahead
-    └── BackupRejectedError  the backup itself fails its checks
+├── BackupError             a backup or restore that cannot go ahead
+│   └── BackupRejectedError  the backup itself fails its checks
+├── NotPrimaryError         an append on a replica's ledger; names the primary
+└── ReplicationError        a replica refuses records or a checkpoint it was sent
+    ├── DivergedError        they do not verify against this ledger
+    └── FencedError          they, or a writer, carry a term older than the ledger's
 
 ``exit_code`` is what the CLI exits with: 2 for bad usage or input, 1 when
 something was checked and found wrong.
@@ -63,3 +67,54 @@ class BackupRejectedError(BackupError):
 
 class VerificationFailedError(LedgerError):
     exit_code = 1
+
+
+class NotPrimaryError(LedgerError):
+    """The ledger is a replica's: only the primary appends to it.
+
+    ``primary`` and ``primary_url`` name where writes go instead.
+    """
+
+    def __init__(self, path: object, primary: str, primary_url: str) -> None:
+        self.primary = primary
+        self.primary_url = primary_url
+        super().__init__(
+            f"{path} is the ledger of a replica of {primary}; append on the "
+            f"primary, {primary} at {primary_url}"
+        )
+
+
+class ReplicationError(LedgerError):
+    """Records or a checkpoint from the primary that this ledger refuses.
+
+    ``seq`` is the first record at fault, or ``tree_size`` the checkpoint at
+    fault; ``field`` is what was checked, ``expected`` what this ledger holds
+    or computes and ``received`` what was sent. Nothing refused is stored.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        tree_size: int | None = None,
+        field: str = "",
+        expected: object = None,
+        received: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.tree_size = tree_size
+        self.field = field
+        self.expected = expected
+        self.received = received
+
+
+class DivergedError(ReplicationError):
+    pass
+
+
+class FencedError(ReplicationError):
+    pass

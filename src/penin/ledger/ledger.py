@@ -2,18 +2,21 @@
 
 This is the API every other part writes through. Appends go through the
 group-commit writer; reads use one connection per thread; proofs and roots
-come from the stored complete subtrees in O(log n) reads.
+come from the stored complete subtrees in O(log n) reads. A replica's copy
+takes the primary's records and checkpoints through ``apply`` and
+``adopt_checkpoint`` instead, and refuses appends while it is marked as one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +24,8 @@ from typing import Any
 
 import structlog
 
+from penin.ledger import apply, merkle, store
 from penin.ledger import backup as backups
-from penin.ledger import merkle, store
 from penin.ledger.backup import Manifest
 from penin.ledger.errors import (
     CheckpointRefusedError,
@@ -44,7 +47,7 @@ from penin.ledger.record import (
     parse_ts,
 )
 from penin.ledger.verify import Progress, VerifyReport, verify_file
-from penin.ledger.writer import Entry, Writer
+from penin.ledger.writer import Entry, Listener, Writer
 from penin.observability.metrics import LEDGER_METRICS
 
 log = structlog.get_logger("penin.ledger")
@@ -84,21 +87,30 @@ class ConsistencyProof:
 
 
 class WORMLedger:
-    """An append-only ledger at ``path``; its signing key sits beside it (.key)."""
+    """An append-only ledger at ``path``; its signing key sits beside it (.key).
+
+    Appends are written in ``term`` (a primary's leader term); by default in
+    the term of the last record. Opening it with an older term than that
+    raises FencedError.
+    """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         key_path: str | os.PathLike[str] | None = None,
+        term: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.key_path = Path(key_path) if key_path else self.path.with_suffix(".key")
+        self._term = term
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._writer: Writer | None = None
         self._meta: dict[str, str] | None = None
+        self._listeners: list[Listener] = []
+        self._checkpoint_listeners: list[Listener] = []
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -177,10 +189,19 @@ class WORMLedger:
             conn = store.connect(self.path)
             try:
                 self._meta = store.read_meta(conn, self.path)
-                self._writer = Writer(self.path, conn)
+                self._migrate(conn)
+                self._writer = Writer(self.path, conn, self._term, self._listeners)
             except BaseException:
                 conn.close()
                 raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            added = store.migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise store.translate(exc, self.path) from None
+        if added:
+            log.info("ledger.migrated", path=str(self.path), added=added)
 
     @property
     def accepts_writes(self) -> bool:
@@ -299,9 +320,99 @@ class WORMLedger:
         return await self._writer.submit_async(entries)
 
     def _submit(self, entries: list[Entry]) -> Future[list[Record]]:
+        return self._running_writer().submit(entries)
+
+    def _running_writer(self) -> Writer:
         self._open()
         assert self._writer is not None
-        return self._writer.submit(entries)
+        return self._writer
+
+    # -- terms and replication ------------------------------------------------
+
+    @property
+    def term(self) -> int:
+        """The term appends are written in."""
+        return self._running_writer().term
+
+    def begin_term(self, term: int, marker: NewRecord | None = None) -> Record | None:
+        """Write later appends in ``term``; FencedError if the log holds a newer one.
+
+        ``marker`` is appended in the same transaction when the log holds no
+        record of ``term`` yet, and returned: the first record of the term, so
+        that every process appending later (the ``penin`` command too, which
+        writes in the last record's term) writes in it.
+        """
+        entries = [] if marker is None else [_entry(marker)]
+        written = self._running_writer().submit_term(term, entries).result()
+
+        return written[0] if written else None
+
+    @property
+    def last_term(self) -> int:
+        """The term of the newest record; 0 for an empty log."""
+        return store.last_term(self._reader())
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(tree_size)`` from the writer's thread after each commit
+        that adds records; it must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def add_checkpoint_listener(self, listener: Listener) -> None:
+        """Call ``listener(tree_size)`` after this process signs a checkpoint."""
+        self._checkpoint_listeners.append(listener)
+
+    def remove_checkpoint_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._checkpoint_listeners.remove(listener)
+
+    def apply(self, records: Sequence[Record]) -> list[Record]:
+        """Store the primary's records as written, all or none, once each is shown
+        to extend this log; DivergedError or FencedError names the first that
+        does not (``penin.ledger.apply``)."""
+        if not records:
+            return []
+
+        return self._running_writer().submit_apply(records).result()
+
+    async def apply_async(self, records: Sequence[Record]) -> list[Record]:
+        """Like ``apply``, for a caller on a running event loop."""
+        if not records:
+            return []
+
+        return await self._running_writer().submit_apply_async(records)
+
+    def follow(self, primary: str, primary_url: str) -> None:
+        """Mark the file as a replica's copy of ``primary``'s ledger: from now on
+        every process that appends to it is refused with NotPrimaryError."""
+        self._write_outside_log(
+            "INSERT INTO replica (id, primary_name, primary_url, since)"
+            " VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+            " primary_name = excluded.primary_name, primary_url = excluded.primary_url",
+            (primary, primary_url, now_ts()),
+        )
+
+    def lead(self) -> None:
+        """Clear the replica mark: appends are accepted again."""
+        if self.replica_of() is not None:
+            self._write_outside_log("DELETE FROM replica", ())
+
+    def replica_of(self) -> tuple[str, str] | None:
+        """The primary's name and URL while this is a replica's copy, else None."""
+        return store.replica_of(self._reader())
+
+    def _write_outside_log(self, sql: str, params: tuple[str, ...]) -> None:
+        self._open()
+        conn = store.connect(self.path)
+        try:
+            conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise store.translate(exc, self.path) from None
+        finally:
+            conn.close()
 
     def probe(self, timeout: float = 5.0) -> float:
         """Write a nonce through the writer and read it back; seconds taken.
@@ -462,9 +573,34 @@ class WORMLedger:
         if existing is not None:
             return str(existing[0])
         note = self._sign_checkpoint(signer, conn, size)
-        self._insert_checkpoint(size, note)
+        self._insert_checkpoint(size, note, now_ts())
+        log.info("ledger.checkpoint_signed", tree_size=size)
+        for listener in self._checkpoint_listeners:
+            listener(size)
 
         return note
+
+    def adopt_checkpoint(self, note: str, signed: str | None = None) -> Checkpoint:
+        """Store the primary's checkpoint ``note`` (signed at ``signed``, RFC 3339)
+        once it is shown to sign this ledger's own root at its tree size, with
+        the ledger's key, and to extend the newest checkpoint stored here.
+
+        DivergedError says what differs; TreeSizeError if this ledger does not
+        yet hold the records the checkpoint covers.
+        """
+        checkpoint = apply.open_checkpoint_of(note, self.verifier, self.origin)
+        size = checkpoint.tree_size
+        self._check_size(size, self.count_records())
+        apply.check_root(checkpoint, self.root(size))
+        latest = self.latest_checkpoint()
+        if latest is not None:
+            previous = open_checkpoint(latest, self.verifier)
+            older, newer = sorted((previous, checkpoint), key=lambda c: c.tree_size)
+            proof = self.consistency_proof(older.tree_size, newer.tree_size)
+            apply.check_extends(older, newer, proof.hashes)
+        self._insert_checkpoint(size, note, signed or now_ts())
+
+        return checkpoint
 
     def _sign_checkpoint(
         self, signer: Signer, conn: sqlite3.Connection, size: int
@@ -490,7 +626,7 @@ class WORMLedger:
 
         return signer.sign_note(Checkpoint(self.origin, size, root).body())
 
-    def _insert_checkpoint(self, size: int, note: str) -> None:
+    def _insert_checkpoint(self, size: int, note: str, signed: str) -> None:
         conn = store.connect(self.path)
         try:
             # Another process may have signed this size already; its note stands.
@@ -498,15 +634,14 @@ class WORMLedger:
                 "INSERT INTO checkpoints (tree_size, root, note, ts)"
                 " SELECT ?, ?, ?, ? WHERE NOT EXISTS"
                 " (SELECT 1 FROM checkpoints WHERE tree_size = ?)",
-                (size, self.root(size), note, now_ts(), size),
+                (size, self.root(size), note, signed, size),
             )
         except sqlite3.DatabaseError as exc:
             raise store.translate(exc, self.path) from None
         finally:
             conn.close()
-        LEDGER_METRICS.checkpoint_time.set_to_current_time()
+        LEDGER_METRICS.checkpoint_time.set(parse_ts(signed).timestamp())
         LEDGER_METRICS.checkpoint_tree_size.set(size)
-        log.info("ledger.checkpoint_signed", tree_size=size)
 
     # -- verification and backups -------------------------------------------
 

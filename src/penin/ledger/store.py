@@ -5,11 +5,17 @@ subtree, keyed so that rows sort in the order appends complete them),
 ``checkpoints`` (signed notes by tree size) and ``meta`` (format, origin and
 verifier key, written once at init). Triggers abort every UPDATE and DELETE on
 all four, so no code path and no ``sqlite3`` shell can rewrite history without
-first dropping them, which verification then catches by the hashes.
+first dropping them, which verification then catches by the hashes. One more
+trigger fences terms: a record whose term is older than the term of the record
+before it is refused, whoever inserts it.
 
-``probe`` is the one table outside the ledger: a single row that the health
+Two tables sit outside the ledger. ``probe`` is a single row that the health
 check rewrites and reads back, proving the file takes writes without adding
-records to the log.
+records to the log. ``replica`` holds one row while the file is a replica's
+copy of a primary's ledger, naming that primary; appends are refused then.
+
+Objects added after the first release are created when an older file is
+opened for writing (``migrate``), so every ledger in use has them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from penin.ledger.errors import LedgerUnavailableError, NotALedgerError
+from penin.ledger.errors import FencedError, LedgerUnavailableError, NotALedgerError
 from penin.ledger.merkle import Subtree
 from penin.ledger.record import Record
 
@@ -35,7 +41,31 @@ _CLASHES = {
     "meta": "EXISTS (SELECT 1 FROM meta WHERE key = NEW.key)",
 }
 
-SCHEMA = """
+# Terms never go down along seq, so the last record's term is the highest;
+# reading it is one step down the primary key.
+TERM_FENCE = """
+CREATE TRIGGER IF NOT EXISTS records_term_fence BEFORE INSERT ON records
+WHEN NEW.term < (SELECT term FROM records ORDER BY seq DESC LIMIT 1)
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is fenced: an older term after a newer one');
+END;
+"""
+REPLICA_TABLE = """
+CREATE TABLE IF NOT EXISTS replica (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    primary_name TEXT NOT NULL,
+    primary_url  TEXT NOT NULL,
+    since        TEXT NOT NULL
+);
+"""
+# What older files may lack, by its entry in sqlite_master.
+_ADDED_LATER = {
+    ("trigger", "records_term_fence"): TERM_FENCE,
+    ("table", "replica"): REPLICA_TABLE,
+}
+
+SCHEMA = (
+    """
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -67,8 +97,9 @@ CREATE TABLE probe (
     nonce TEXT NOT NULL,
     ts    TEXT NOT NULL
 );
-""" + "".join(
-    f"""
+"""
+    + "".join(
+        f"""
 CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be updated'); END;
 CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
@@ -76,7 +107,9 @@ BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be deleted'
 CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} WHEN {clash}
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {table} cannot be replaced'); END;
 """
-    for table, clash in _CLASHES.items()
+        for table, clash in _CLASHES.items()
+    )
+    + "".join(_ADDED_LATER.values())
 )
 
 # The seed's tuning: 10,000 pages of cache, temp tables in memory, 256 MB mmap.
@@ -124,6 +157,8 @@ def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
         return LedgerUnavailableError(
             f"{path}: {message}; nothing was written, free space and retry"
         )
+    if "is fenced" in message:
+        return FencedError(f"{path}: {message}", field="term")
     if "readonly" in message or "unable to open" in message:
         return LedgerUnavailableError(
             f"{path}: {message}; check that the data directory exists and is writable"
@@ -141,6 +176,44 @@ def create(conn: sqlite3.Connection, meta: dict[str, str]) -> None:
         [("format", FORMAT), *meta.items()],
     )
     conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Create what an older file lacks; the names of what was added.
+
+    Each statement says IF NOT EXISTS, so two processes opening the same old
+    file at once both succeed.
+    """
+    present = set(conn.execute("SELECT type, name FROM sqlite_master"))
+    missing = {key: sql for key, sql in _ADDED_LATER.items() if key not in present}
+    if not missing:
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in missing.values():
+            for statement in _statements(sql):
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+    return [name for _, name in missing]
+
+
+def last_term(conn: sqlite3.Connection) -> int:
+    """The term of the newest record; 0 for an empty log."""
+    row = conn.execute("SELECT term FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def replica_of(conn: sqlite3.Connection) -> tuple[str, str] | None:
+    """The primary's name and URL while the file is a replica's copy."""
+    row = conn.execute(
+        "SELECT primary_name, primary_url FROM replica WHERE id = 1"
+    ).fetchone()
+
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -5,6 +5,14 @@ on a future. The writer takes everything queued, writes it in one transaction
 and one fsync, and only then resolves the futures, so an append returns only
 when its record is durable. A failed transaction rolls back, restores the
 in-memory tree edge, and fails every future of that batch: nothing half-written.
+
+The same thread applies a replica's batches of the primary's records (each
+batch one transaction of its own, checked by ``penin.ledger.apply``) and
+changes the term appends are written in, so that both are ordered with the
+appends. While the file is a replica's (``store.replica_of``), appends are
+refused; the check runs inside each transaction, so it holds for every process
+that opens the file. After each commit that added records, the writer calls
+its listeners with the new tree size.
 """
 
 from __future__ import annotations
@@ -14,15 +22,15 @@ import contextlib
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from penin.ledger import store
-from penin.ledger.errors import LedgerError
+from penin.ledger import apply, store
+from penin.ledger.errors import FencedError, LedgerError, NotPrimaryError
 from penin.ledger.merkle import Frontier, edge_subtrees
 from penin.ledger.record import ZERO_HASH, Record, now_ts, record_leaf_hash
 from penin.observability.metrics import LEDGER_METRICS
@@ -30,6 +38,9 @@ from penin.observability.metrics import LEDGER_METRICS
 log = structlog.get_logger("penin.ledger")
 
 MAX_BATCH_RECORDS = 4096
+
+# Called from the writer's thread with the tree size after a commit.
+Listener = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,27 +55,53 @@ class Entry:
 @dataclass(slots=True)
 class _Request:
     """Entries to write, and where to send the outcome: a thread's future, or
-    an asyncio caller's future and the loop it lives on."""
+    an asyncio caller's future and the loop it lives on.
+
+    A request with ``foreign`` records applies them instead; one with
+    ``term`` changes the term of later appends. Either runs alone.
+    """
 
     entries: Sequence[Entry]
     probe_nonce: str | None = None
     future: Future[list[Record]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     async_future: asyncio.Future[list[Record]] | None = None
+    foreign: Sequence[Record] | None = None
+    term: int | None = None
+
+    @property
+    def alone(self) -> bool:
+        return self.foreign is not None or self.term is not None
 
 
 Outcome = list[Record] | BaseException
 
 
 class Writer:
-    def __init__(self, path: Path, conn: sqlite3.Connection, term: int = 0) -> None:
+    """The one writer of a ledger file in this process.
+
+    Appends are written in ``term``; None means the term of the last record
+    (0 for an empty log). A term older than that is refused at once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        term: int | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
         self._path = path
         self._conn = conn
-        self._term = term
+        self._listeners = listeners
         self._queue: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._closing = False
-        self._frontier, self._last_leaf, self._last_ts = self._load_tip()
+        self._frontier, self._last_leaf, self._last_ts, self._last_term = (
+            self._load_tip()
+        )
+        self._term = self._last_term if term is None else term
+        self._check_term(self._term)
         self._thread = threading.Thread(
             target=self._run, name="penin-ledger-writer", daemon=True
         )
@@ -81,6 +118,20 @@ class Writer:
     @property
     def size(self) -> int:
         return self._frontier.size
+
+    @property
+    def term(self) -> int:
+        """The term appends are written in."""
+        return self._term
+
+    def _check_term(self, term: int) -> None:
+        if term < self._last_term:
+            raise FencedError(
+                f"{self._path}: cannot write in term {term}: the last record is "
+                f"of term {self._last_term}, and terms never go back",
+                seq=self._frontier.size - 1, field="term",
+                expected=f">= {self._last_term}", received=term,
+            )  # fmt: skip
 
     def submit(
         self, entries: Sequence[Entry], probe_nonce: str | None = None
@@ -103,6 +154,32 @@ class Writer:
 
         return future
 
+    def submit_apply(self, records: Sequence[Record]) -> Future[list[Record]]:
+        """Queue a batch of the primary's records, applied in one transaction."""
+        future: Future[list[Record]] = Future()
+        self._enqueue(_Request((), future=future, foreign=records))
+
+        return future
+
+    def submit_apply_async(
+        self, records: Sequence[Record]
+    ) -> asyncio.Future[list[Record]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Record]] = loop.create_future()
+        self._enqueue(_Request((), loop=loop, async_future=future, foreign=records))
+
+        return future
+
+    def submit_term(
+        self, term: int, marker: Sequence[Entry] = ()
+    ) -> Future[list[Record]]:
+        """Queue a change of the term appends are written in, and ``marker``,
+        appended with it if the log holds no record of ``term`` yet."""
+        future: Future[list[Record]] = Future()
+        self._enqueue(_Request(marker, future=future, term=term))
+
+        return future
+
     def _enqueue(self, request: _Request) -> None:
         with self._wake:
             if self._closing:
@@ -117,7 +194,7 @@ class Writer:
             self._wake.notify()
         self._thread.join()
 
-    def _load_tip(self) -> tuple[Frontier, bytes, str]:
+    def _load_tip(self) -> tuple[Frontier, bytes, str, int]:
         size = store.tree_size(self._conn)
         tiles = edge_subtrees(size)
         found = store.subtree_hashes(self._conn, tiles)
@@ -128,12 +205,26 @@ class Writer:
             )
         frontier = Frontier(size, [found[t] for t in tiles])
         if size == 0:
-            return frontier, ZERO_HASH, ""
-        leaf, ts = self._conn.execute(
-            "SELECT leaf_hash, ts FROM records WHERE seq = ?", (size - 1,)
+            return frontier, ZERO_HASH, "", 0
+        leaf, ts, term = self._conn.execute(
+            "SELECT leaf_hash, ts, term FROM records WHERE seq = ?", (size - 1,)
         ).fetchone()
 
-        return frontier, leaf, ts
+        return frontier, leaf, ts, term
+
+    def _tip(self) -> tuple[Frontier, bytes, str, int]:
+        return self._frontier.copy(), self._last_leaf, self._last_ts, self._last_term
+
+    def _begin(self) -> None:
+        """Take the write lock, and the tip as it is in the file now."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        if store.tree_size(self._conn) != self._frontier.size:
+            # Another process appended since our last batch (the CLI while
+            # the node runs): BEGIN IMMEDIATE holds the write lock, so the
+            # tip read now is the one this batch extends.
+            self._frontier, self._last_leaf, self._last_ts, self._last_term = (
+                self._load_tip()
+            )
 
     def _run(self) -> None:
         while True:
@@ -147,8 +238,14 @@ class Writer:
 
     def _take_batch(self) -> list[_Request]:
         batch = [self._queue.popleft()]
+        if batch[0].alone:
+            return batch
         count = len(batch[0].entries)
-        while self._queue and count + len(self._queue[0].entries) <= MAX_BATCH_RECORDS:
+        while (
+            self._queue
+            and not self._queue[0].alone
+            and count + len(self._queue[0].entries) <= MAX_BATCH_RECORDS
+        ):
             request = self._queue.popleft()
             batch.append(request)
             count += len(request.entries)
@@ -156,28 +253,107 @@ class Writer:
         return batch
 
     def _commit(self, batch: list[_Request]) -> None:
-        saved = (self._frontier.copy(), self._last_leaf, self._last_ts)
+        if batch[0].foreign is not None:
+            self._apply(batch[0], batch[0].foreign)
+            return
+        if batch[0].term is not None:
+            self._change_term(batch[0], batch[0].term)
+            return
+        saved = self._tip()
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            if store.tree_size(self._conn) != self._frontier.size:
-                # Another process appended since our last batch (the CLI while
-                # the node runs): BEGIN IMMEDIATE holds the write lock, so the
-                # tip read now is the one this batch extends.
-                self._frontier, self._last_leaf, self._last_ts = self._load_tip()
-            results, appended = self._write(batch)
+            self._begin()
+            refusal = self._refusal()
+            writable = [r for r in batch if refusal is None or not r.entries]
+            results, appended = self._write(writable)
             self._conn.execute("COMMIT")
         except BaseException as exc:
-            self._rollback()
-            self._frontier, self._last_leaf, self._last_ts = saved
-            error = exc
-            if isinstance(exc, sqlite3.DatabaseError):
-                error = store.translate(exc, self._path)
-            log.error("ledger.append_failed", error=str(error), batch=len(batch))
-            _settle(batch, [error] * len(batch))
+            self._fail(batch, saved, exc, "ledger.append_failed")
             return
         if appended:
             LEDGER_METRICS.observe_batch(appended)
-        _settle(batch, results)
+            self._notify()
+        written = iter(results)
+        _settle(
+            batch,
+            [refusal if refusal and r.entries else next(written) for r in batch],
+        )
+
+    def _refusal(self) -> NotPrimaryError | None:
+        """The error for appends while the file is a replica's, else None."""
+        primary = store.replica_of(self._conn)
+        if primary is None:
+            return None
+
+        return NotPrimaryError(self._path, *primary)
+
+    def _apply(self, request: _Request, records: Sequence[Record]) -> None:
+        saved = self._tip()
+        try:
+            self._begin()
+            tip = apply.Tip(*self._tip())
+            rows, nodes = apply.extend(tip, records)
+            self._insert(rows, nodes)
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._fail([request], saved, exc, "ledger.apply_failed")
+            return
+        self._frontier, self._last_leaf, self._last_ts, self._last_term = (
+            tip.frontier, tip.leaf, tip.ts, tip.term,
+        )  # fmt: skip
+        if rows:
+            LEDGER_METRICS.observe_batch(len(rows))
+            self._notify()
+        _settle([request], [list(records)])
+
+    def _change_term(self, request: _Request, term: int) -> None:
+        """Write later appends in ``term``; if the log has no record of that
+        term yet, append the request's entries (the record that the term
+        began) in the same transaction."""
+        saved = self._tip()
+        previous = self._term
+        written: list[Record] = []
+        try:
+            self._begin()
+            self._check_term(term)
+            self._term = term
+            if request.entries and term > self._last_term:
+                refusal = self._refusal()
+                if refusal is not None:
+                    raise refusal
+                [written], _ = self._write([request])
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._term = previous
+            self._fail([request], saved, exc, "ledger.term_refused")
+            return
+        if written:
+            LEDGER_METRICS.observe_batch(len(written))
+            self._notify()
+        _settle([request], [written])
+
+    def _fail(
+        self,
+        batch: list[_Request],
+        saved: tuple[Frontier, bytes, str, int],
+        exc: BaseException,
+        event: str,
+    ) -> None:
+        """Roll back, restore the tip, and fail every request of the batch."""
+        self._rollback()
+        self._frontier, self._last_leaf, self._last_ts, self._last_term = saved
+        error = exc
+        if isinstance(exc, sqlite3.DatabaseError):
+            error = store.translate(exc, self._path)
+        log.error(event, error=str(error), batch=len(batch))
+        _settle(batch, [error] * len(batch))
+
+    def _notify(self) -> None:
+        size = self._frontier.size
+        for listener in self._listeners:
+            try:
+                listener(size)
+            except Exception as exc:  # a listener must not fail the writer
+                log.error("ledger.listener_failed", error=repr(exc))
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.DatabaseError):
@@ -209,15 +385,24 @@ class Writer:
                     seen[key] = record
                 records.append(record)
             results.append(records)
+        self._insert(rows, nodes)
+        if rows:
+            # The tip's time is its last record's: a replica checks the
+            # primary's records against it, so a probe must not move it.
+            self._last_ts = ts
+            self._last_term = self._term
+
+        return results, len(rows)
+
+    def _insert(
+        self, rows: list[tuple[object, ...]], nodes: list[tuple[int, bytes]]
+    ) -> None:
         self._conn.executemany(
             "INSERT INTO records (seq, ts, event_type, payload, term, prev_hash,"
             " idempotency_key, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._conn.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
-        self._last_ts = ts
-
-        return results, len(rows)
 
     def _next_record(
         self,

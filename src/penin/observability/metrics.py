@@ -122,13 +122,47 @@ class NodeMetrics:
             ["check"],
             registry=REGISTRY,
         )
-        self.replication_lag = Gauge(
+
+
+class ReplicationMetrics:
+    """What the members of a cluster report about their role and replication.
+
+    The lag gauges are measured on the primary, from the position each replica
+    last asked from (docs/metrics.md says exactly how).
+    """
+
+    def __init__(self) -> None:
+        self.lag_seconds = Gauge(
             "worm_replication_lag_seconds",
-            "Seconds a replica's ledger is behind the primary's (no samples "
-            "on a single node).",
+            "On the primary: how long the oldest record a replica has not yet "
+            "confirmed has been in the primary's ledger; 0 when it has them all.",
             ["replica"],
             registry=REGISTRY,
         )
+        self.lag_records = Gauge(
+            "penin_replication_lag_records",
+            "On the primary: records in its ledger that a replica has not yet "
+            "confirmed.",
+            ["replica"],
+            registry=REGISTRY,
+        )
+        self.diverged = Gauge(
+            "penin_replication_diverged",
+            "1 while this replica has stopped applying because what the primary "
+            "sent does not verify, else 0.",
+            registry=REGISTRY,
+        )
+        self.role = Gauge(
+            "penin_ha_role",
+            "1 for this member's current role (primary or replica), 0 for the "
+            "other; no samples on a single node.",
+            ["role"],
+            registry=REGISTRY,
+        )
+
+    def set_role(self, role: str) -> None:
+        for name in ("primary", "replica"):
+            self.role.labels(name).set(1 if name == role else 0)
 
 
 class RouterMetrics:
@@ -307,6 +341,7 @@ class PolicyMetrics:
 
 LEDGER_METRICS = LedgerMetrics()
 NODE_METRICS = NodeMetrics()
+REPLICATION_METRICS = ReplicationMetrics()
 ROUTER_METRICS = RouterMetrics()
 CACHE_METRICS = CacheMetrics()
 POLICY_METRICS = PolicyMetrics()

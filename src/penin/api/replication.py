@@ -1,0 +1,145 @@
+"""``/v1/replication``: the stream a primary serves its replicas.
+
+Only members of the cluster may read it: every request carries the cluster
+token as a bearer token. ``/ledger`` says which log this primary writes;
+``/records`` sends the records after a seq, waiting up to ``wait_s`` for
+the next commit when there are none yet (penin.ha.stream). Each request
+confirms the replica's position, from which the primary measures its lag
+(penin.ha.lag). A replica answers both with 503 ``not-primary``; a single
+node does not have these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from penin.api.problems import Problem
+from penin.ha.member import ClusterMember
+from penin.ha.stream import Batch, Head, Identity, encode_batch, note_tree_size
+from penin.ledger.errors import NotPrimaryError
+from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
+
+router = APIRouter(prefix="/v1/replication", tags=["replication"])
+
+MAX_WAIT_S = 10.0
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="penin-cluster"'}
+_MEMBER_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def _primary(request: Request) -> ClusterMember:
+    """This node's member, once the request is shown to come from a member and
+    this node is the primary."""
+    member: ClusterMember | None = request.app.state.node.cluster
+    assert member is not None  # the app mounts these routes on members only
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not member.token.matches(token.strip()):
+        raise Problem(
+            401,
+            "unauthorized",
+            "send 'Authorization: Bearer <cluster token>', the token every member "
+            "of the cluster holds",
+            _CHALLENGE,
+        )
+    if not member.is_primary:
+        raise NotPrimaryError(member.ledger.path, member.primary, member.primary_url)
+
+    return member
+
+
+@router.get("/ledger", response_model=Identity)
+async def identity(request: Request) -> Response:
+    """The log this primary writes: its origin and checkpoint verifier key."""
+    member = _primary(request)
+    ledger = member.ledger
+    body = Identity(
+        primary=member.node.name,
+        origin=ledger.origin,
+        vkey=ledger.verifier.vkey,
+        tree_size=await run_in_threadpool(ledger.count_records),
+        term=ledger.term,
+    )
+
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.get("/records", response_model=Batch)
+async def records(
+    request: Request,
+    after_seq: Annotated[
+        int,
+        Query(ge=-1, le=MAX_SQLITE_INT, description="The replica's last seq; -1: none"),
+    ],
+    replica: Annotated[
+        str, Query(pattern=_MEMBER_NAME, description="The asking replica's node.name")
+    ],
+    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = MAX_QUERY_LIMIT,
+    wait_s: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_S, description="How long to wait for news"),
+    ] = 0.0,
+    checkpoint_size: Annotated[
+        int,
+        Query(ge=0, description="Tree size of the replica's newest checkpoint"),
+    ] = 0,
+) -> Response:
+    """The records after ``after_seq`` as stored, the tree size, the term and the
+    newest signed checkpoint. When there is neither a record after
+    ``after_seq`` nor a checkpoint beyond ``checkpoint_size``, waits up to
+    ``wait_s`` for one."""
+    member = _primary(request)
+    assert member.feed is not None
+    assert member.positions is not None
+    ledger = member.ledger
+    size = await run_in_threadpool(ledger.count_records)
+    if after_seq >= size:
+        raise Problem(
+            409,
+            "replica-ahead",
+            f"replica {replica} has records up to seq {after_seq}, but this "
+            f"primary's log ends before seq {size}: the replica holds records this "
+            "primary never wrote, and must not follow it as it is",
+        )
+    member.positions.confirm(replica, after_seq)
+    # Records another process appended are in the file, if not yet in the feed.
+    member.feed.observe(Head(size, 0))
+    if wait_s > 0:
+        await _wait_unless_gone(
+            request, member.feed.wait_beyond(after_seq, checkpoint_size, wait_s)
+        )
+    found = await run_in_threadpool(
+        functools.partial(ledger.query, after_seq=after_seq, limit=limit)
+    )
+    checkpoint = await run_in_threadpool(ledger.latest_checkpoint_entry)
+    body = encode_batch(
+        member.node.name,
+        ledger.term,
+        await run_in_threadpool(ledger.count_records),
+        found,
+        None
+        if checkpoint is None
+        else (checkpoint[0], note_tree_size(checkpoint[0]), checkpoint[1]),
+    )
+
+    return Response(body, media_type="application/json")
+
+
+async def _wait_unless_gone(request: Request, wait: Coroutine[Any, Any, None]) -> None:
+    """Run ``wait``, ending it early if the replica hangs up (a replica that
+    stops must not hold a request open on its primary until the wait is over)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    tasks = {asyncio.ensure_future(wait), asyncio.ensure_future(gone())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

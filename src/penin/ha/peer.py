@@ -1,0 +1,92 @@
+"""The HTTP client a replica talks to its primary with.
+
+Two calls, both authenticated with the cluster token: ``identity`` (which log
+the primary writes) and ``batch`` (the records after a seq, waiting up to a
+few seconds for new ones). Any failure — no connection, a timeout, a status
+other than 200, a body of the wrong shape — is a ``StreamError`` carrying the
+status when there was one, so the follower can tell a refusal from an outage.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from penin.ha.errors import StreamError
+from penin.ha.stream import Batch, Identity, W, parse
+from penin.ha.token import ClusterToken
+
+IDENTITY_PATH = "/v1/replication/ledger"
+RECORDS_PATH = "/v1/replication/records"
+# Beyond the primary's wait, time for the answer itself to arrive.
+ANSWER_S = 10.0
+CONNECT_S = 3.0
+
+
+class PrimaryClient:
+    """Calls to the primary at ``url`` on behalf of the replica ``replica``."""
+
+    def __init__(self, url: str, token: ClusterToken, replica: str) -> None:
+        self.url = url
+        self._token = token
+        self._replica = replica
+        self._session: aiohttp.ClientSession | None = None
+
+    async def identity(self) -> Identity:
+        return await self._get(IDENTITY_PATH, {}, Identity, wait_s=0.0)
+
+    async def batch(
+        self, after_seq: int, checkpoint_size: int, limit: int, wait_s: float
+    ) -> Batch:
+        params = {
+            "after_seq": after_seq,
+            "checkpoint_size": checkpoint_size,
+            "limit": limit,
+            "wait_s": wait_s,
+            "replica": self._replica,
+        }
+
+        return await self._get(RECORDS_PATH, params, Batch, wait_s=wait_s)
+
+    async def _get(
+        self, path: str, params: dict[str, Any], model: type[W], *, wait_s: float
+    ) -> W:
+        url = self.url + path
+        timeout = aiohttp.ClientTimeout(total=wait_s + ANSWER_S, sock_connect=CONNECT_S)
+        try:
+            async with self._client().get(
+                url, params=params, headers=self._token.headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise StreamError(url, "no answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StreamError(url, f"cannot reach the primary: {exc}") from None
+        if status != 200:
+            raise StreamError(url, _refusal(status, body), status=status)
+
+        return parse(model, body, url)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _refusal(status: int, body: bytes) -> str:
+    """What the primary said, from its problem document when it sent one."""
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+
+    return f"the primary answered {status}: {detail or body[:200]!r}"
