@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -22,10 +21,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from daemon import STOP_TIMEOUT_S, Daemon
 from redisd import free_port
 
 START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 1.0
 HEARTBEAT_MS = 50
 ELECTION_MS = 250
@@ -68,8 +67,10 @@ def _post(url: str, body: dict[str, object]) -> dict[str, object]:
     return answer
 
 
-class EtcdServer:
+class EtcdServer(Daemon):
     """One etcd member; ``kill`` and ``start`` keep its ports and its data."""
+
+    log_name = "etcd.log"
 
     def __init__(
         self,
@@ -79,14 +80,13 @@ class EtcdServer:
         client_port: int | None = None,
         peer_port: int | None = None,
     ) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.name = name
         self.client_port = client_port if client_port is not None else free_port()
         self.peer_port = peer_port if peer_port is not None else free_port()
         # A single member forms its own cluster; EtcdCluster3 replaces these.
         self.initial_cluster = f"{name}={self.peer_url}"
         self.cluster_token = f"penin-test-{uuid.uuid4().hex[:12]}"
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -95,10 +95,6 @@ class EtcdServer:
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> EtcdServer:
         """Start and wait until it answers as a member with a leader."""
@@ -171,44 +167,6 @@ class EtcdServer:
         return isinstance(header, dict) and status.get("leader") == header.get(
             "member_id"
         )
-
-    def _log_tail(self) -> str:
-        log = self.directory / "etcd.log"
-        if not log.exists():
-            return "(no log)"
-
-        return " | ".join(log.read_text(errors="replace").splitlines()[-5:])
-
-    def kill(self) -> None:
-        """SIGKILL: etcd dies mid-run, as in a crash or an OOM kill."""
-        if self._process is None:
-            return
-        self._process.kill()
-        self._process.wait(timeout=STOP_TIMEOUT_S)
-        self._process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are still accepted, but nothing is answered."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited in time."""
-        if self._process is None:
-            return
-        # A paused member would ignore SIGTERM until it is continued.
-        self._process.send_signal(signal.SIGCONT)
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=STOP_TIMEOUT_S)
-        self._process = None
 
     def restart(self) -> EtcdServer:
         """Stop if running, then start again on its ports with the data it had."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import redis
 
+from daemon import Daemon
+
 START_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 CLUSTER_TIMEOUT_S = 20.0
 # A cluster node also listens on its port + 10000 (the cluster bus).
 _BUS_OFFSET = 10000
@@ -62,8 +62,10 @@ def _require(command: str) -> str:
     return path
 
 
-class RedisServer:
+class RedisServer(Daemon):
     """One redis-server process; ``kill`` and ``restart`` keep its port."""
+
+    log_name = "redis.log"
 
     def __init__(
         self,
@@ -72,19 +74,14 @@ class RedisServer:
         *extra: str,
         password: str | None = None,
     ) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.port = port if port is not None else free_port()
         self.password = password
         self.extra = (*extra, "--requirepass", password) if password else extra
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def client(self) -> redis.Redis:
         """A plain synchronous client, as an operator (or attacker) would use."""
@@ -135,44 +132,6 @@ class RedisServer:
             f"redis-server on port {self.port} did not answer PING within "
             f"{START_TIMEOUT_S} s: {self._log_tail()}"
         )
-
-    def _log_tail(self) -> str:
-        log = self.directory / "redis.log"
-        if not log.exists():
-            return "(no log)"
-
-        return " | ".join(log.read_text(errors="replace").splitlines()[-5:])
-
-    def kill(self) -> None:
-        """SIGKILL: Redis dies mid-run, as in a crash or an OOM kill."""
-        if self._process is None:
-            return
-        self._process.kill()
-        self._process.wait(timeout=STOP_TIMEOUT_S)
-        self._process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are still accepted, but nothing is answered."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited in time."""
-        if self._process is None:
-            return
-        # A paused server would ignore SIGTERM until it is continued.
-        self._process.send_signal(signal.SIGCONT)
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=STOP_TIMEOUT_S)
-        self._process = None
 
     def restart(self) -> RedisServer:
         """Stop if running, then start afresh (no persistence: empty) on its port."""
