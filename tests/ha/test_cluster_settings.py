@@ -156,31 +156,21 @@ def test_a_missing_or_weak_token_is_refused_by_name(
     assert TOKEN not in str(refused.value)
 
 
-# -- what is not built yet, and what a new replica needs ------------------------
+# -- what cannot work, and what a new replica needs -----------------------------
 
 
-@pytest.mark.parametrize(
-    ("cluster", "message"),
-    [
-        ({"coordinator": "etcd", "etcd_endpoints": ["http://127.0.0.1:2379"]},
-         "coordinator: etcd is not built into the node yet"),
-        ({**STATIC, "replication": "sync"},
-         "replication: sync is not built yet"),
-    ],
-)  # fmt: skip
-def test_what_is_not_built_yet_is_refused_saying_what_to_set(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    cluster: dict[str, Any],
-    message: str,
+def test_sync_replication_without_etcd_is_refused_saying_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     ledger = WORMLedger(tmp_path / "ledger.db")
+    cluster = ClusterConfig.model_validate({**STATIC, "replication": "sync"})
 
-    with pytest.raises(ClusterSetupError, match=message):
-        join_cluster(
-            NodeConfig.model_validate(N1), ClusterConfig.model_validate(cluster), ledger
-        )
+    with pytest.raises(ClusterSetupError) as refused:
+        join_cluster(NodeConfig.model_validate(N1), cluster, ledger)
+
+    assert "replication: sync needs coordinator: etcd" in str(refused.value)
+    assert "set cluster.replication: async" in str(refused.value)
 
 
 def test_a_new_replica_without_the_cluster_key_is_refused_before_it_starts(

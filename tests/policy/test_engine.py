@@ -377,6 +377,54 @@ def test_a_repeated_question_is_answered_from_memory_with_a_copy_of_its_value(
     assert not other.allowed
 
 
+def texts_run(engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The input texts ``engine`` will hand regorus, as it hands them."""
+    runs: list[str] = []
+    run = engine._run
+
+    def counted(rule: str, text: str) -> Any:
+        runs.append(text)
+        return run(rule, text)
+
+    monkeypatch.setattr(engine, "_run", counted)
+
+    return runs
+
+
+def test_a_question_answered_from_memory_names_its_input_by_the_same_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_for(tmp_path, GATE)
+    runs = texts_run(engine, monkeypatch)
+    question = {"role": "admin", "n": 1}
+    text = jcs.dumps(question)
+
+    first = engine.evaluate("gate/decision", question)
+    reordered = engine.evaluate("gate/decision", {"n": 1.0, "role": "admin"})
+    given_text = engine.evaluate("gate/decision", question, text)
+
+    assert runs == [text]
+    expected = hashlib.sha256(text.encode()).hexdigest()
+    assert first.input_digest == reordered.input_digest == expected
+    assert given_text.input_digest == expected
+    assert first.result == reordered.result == given_text.result
+
+
+def test_a_new_engine_for_the_same_set_remembers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Policies.reload builds a new engine: this is what makes a reload forget.
+    first = engine_for(tmp_path, GATE)
+    first.evaluate("gate/decision", {"role": "admin"})
+    second = EmbeddedEngine(first.policy_set)
+    runs = texts_run(second, monkeypatch)
+
+    decision = second.evaluate("gate/decision", {"role": "admin"})
+
+    assert runs == [jcs.dumps({"role": "admin"})]
+    assert decision.allowed
+
+
 def test_an_unexpected_failure_inside_the_engine_denies_as_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

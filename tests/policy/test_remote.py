@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from structlog.testing import capture_logs
 from fakes.fault import Fault
 from fakes.opa import FakeOpa
 from harness import free_port
+from penin.ledger import jcs
 from penin.policy.engine import Decision, EmbeddedEngine
 from penin.policy.policyset import load_policy_set
 from penin.policy.remote import RemoteEngine
@@ -134,6 +136,26 @@ def test_the_server_is_asked_with_strict_builtin_errors_and_provenance(
     assert request.path == "/v1/data/penin/router/decision"
     assert request.query == {"strict-builtin-errors": "true", "provenance": "true"}
     assert request.json == {"input": ROUTER_INPUT}
+
+
+def test_a_canonical_text_given_with_the_input_is_what_is_sent_and_digested(
+    opa: FakeOpa,
+) -> None:
+    text = jcs.dumps(ROUTER_INPUT)
+
+    async def run() -> Decision:
+        engine = RemoteEngine(opa.base_url, timeout_s=TIMEOUT_S)
+        try:
+            return await engine.decide("penin/router/decision", ROUTER_INPUT, text)
+        finally:
+            await engine.close()
+
+    decision = asyncio.run(run())
+
+    (request,) = opa.requests
+    assert request.body == f'{{"input":{text}}}'.encode()
+    assert decision.input_digest == hashlib.sha256(text.encode()).hexdigest()
+    assert decision.reason in (None, "denied")
 
 
 def test_an_evaluation_error_on_the_server_denies_as_an_error(tmp_path: Path) -> None:

@@ -40,9 +40,19 @@ def install(app: FastAPI, *, guard: bool) -> None:
         return refusal(exc.primary, exc.primary_url, request.scope)
 
 
-def refusal(primary: str, primary_url: str, scope: Scope) -> JSONResponse:
-    """The 503 answer to a write sent to a replica of ``primary``."""
+def refusal(primary: str | None, primary_url: str | None, scope: Scope) -> JSONResponse:
+    """The 503 answer to a write sent to a replica of ``primary``; None while
+    the cluster has no primary."""
     path: str = scope["path"]
+    if primary is None or primary_url is None:
+        return problem_response(
+            503,
+            "no-primary",
+            "this node takes no writes, and the cluster is electing a primary "
+            "right now; retry in a second",
+            path,
+            {"Retry-After": "1"},
+        )
     query: bytes = scope.get("query_string", b"")
     location = primary_url + path + (f"?{query.decode('latin-1')}" if query else "")
 

@@ -22,6 +22,7 @@ from penin.ledger.errors import (
     InvalidRecordError,
     LedgerError,
     RecordNotFoundError,
+    SyncReplicationError,
     TreeSizeError,
 )
 
@@ -53,6 +54,11 @@ _TITLES = {
     "policy-unavailable": "The policy engine cannot decide now",
     "not-primary": "This node is a replica; writes go to the primary",
     "replica-ahead": "The replica holds records this primary never wrote",
+    "no-primary": "The cluster is electing a primary; retry shortly",
+    "sync-replication-timeout": (
+        "Too few synchronous replicas stored the write in time; it is not acknowledged"
+    ),
+    "switchover-failed": "The switchover did not happen; the primary is unchanged",
     "internal": "Internal error",
 }
 
@@ -251,6 +257,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(TreeSizeError)
     async def on_size(request: Request, exc: TreeSizeError) -> JSONResponse:
         return problem_response(422, "validation", str(exc), request.url.path)
+
+    @app.exception_handler(SyncReplicationError)
+    async def on_sync(request: Request, exc: SyncReplicationError) -> JSONResponse:
+        log.warning("replication.sync_timeout", path=request.url.path, seq=exc.seq)
+        return problem_response(
+            503,
+            "sync-replication-timeout",
+            str(exc),
+            request.url.path,
+            {"Retry-After": "1"},
+            seq=exc.seq,
+        )
 
     @app.exception_handler(LedgerError)
     async def on_ledger(request: Request, exc: LedgerError) -> JSONResponse:

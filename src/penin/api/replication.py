@@ -93,8 +93,8 @@ async def records(
     ``after_seq`` nor a checkpoint beyond ``checkpoint_size``, waits up to
     ``wait_s`` for one."""
     member = _primary(request)
-    assert member.feed is not None
-    assert member.positions is not None
+    feed = member.feed
+    assert feed is not None
     ledger = member.ledger
     size = await run_in_threadpool(ledger.count_records)
     if after_seq >= size:
@@ -105,13 +105,15 @@ async def records(
             f"primary's log ends before seq {size}: the replica holds records this "
             "primary never wrote, and must not follow it as it is",
         )
-    member.positions.confirm(replica, after_seq)
+    member.confirm(replica, after_seq)
     # Records another process appended are in the file, if not yet in the feed.
-    member.feed.observe(Head(size, 0))
+    feed.observe(Head(size, 0))
     if wait_s > 0:
         await _wait_unless_gone(
-            request, member.feed.wait_beyond(after_seq, checkpoint_size, wait_s)
+            request, feed.wait_beyond(after_seq, checkpoint_size, wait_s)
         )
+        if not member.is_primary:  # it stopped leading while the replica waited
+            raise NotPrimaryError(ledger.path, member.primary, member.primary_url)
     found = await run_in_threadpool(
         functools.partial(ledger.query, after_seq=after_seq, limit=limit)
     )

@@ -4,9 +4,10 @@ how the members of its cluster agree on a primary.
 The shape is a public contract (docs/ha.md); new keys come with defaults so
 that older files keep loading. ``cluster.name`` is such an addition: it keeps
 clusters that share one etcd apart (their keys live under ``/penin/<name>/``).
-So are ``cluster.primary_url``, where a static replica finds its primary, and
+So are ``cluster.primary_url``, where a static replica finds its primary,
 ``cluster.token_file``, where a node reads the cluster token when the
-environment does not hold it.
+environment does not hold it, and ``sync_fallback`` and ``sync_timeout_s``,
+what a sync-mode primary does without enough replicas.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Coordinator = Literal["etcd", "static"]
 Replication = Literal["sync", "async"]
+SyncFallback = Literal["block", "async"]
 
 # RFC 1123 labels, lowercase only: a name is a key in etcd, a metric label and
 # often a host name, so it must read the same in all three.
@@ -86,6 +88,11 @@ class ClusterConfig(_Strict):
     # In sync mode, how many replicas must store a record before it is
     # acknowledged to the client.
     sync_replicas: int = Field(1, ge=0)
+    # In sync mode, when fewer replicas than that are there: block writes
+    # (each waits up to sync_timeout_s, then gets 503) or acknowledge them
+    # without replicas, with penin_sync_degraded raised (penin.ha.sync).
+    sync_fallback: SyncFallback = "block"
+    sync_timeout_s: float = Field(10.0, gt=0, le=300)
     # etcd counts leases in whole seconds.
     lease_ttl_s: int = Field(3, gt=0)
     # The file holding the token nodes present to each other, when

@@ -100,7 +100,8 @@ class MemberState(BaseModel):
     name: str
     url: str
     role: Role
-    applied_seq: int = Field(ge=0)
+    # -1 while its ledger is empty or not there yet.
+    applied_seq: int = Field(ge=-1)
     healthy: bool
     # Unix time at which the member published this, by its own clock.
     updated_at: float

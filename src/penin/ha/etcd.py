@@ -9,6 +9,9 @@ Keys, under ``/penin/<cluster name>/``:
   lease, renewed each time the member publishes.
 - ``sync``: ``{"leader", "term", "members"}``, the synchronous replicas. No
   lease: after the primary dies it is exactly what says who may replace it.
+- ``handoff``: ``{"from", "to", "term"}``, written by a primary that hands
+  its lead to ``to`` in a switchover, under a lease of its own: the other
+  members leave the vacant leader key to ``to`` while it lives.
 
 The term is the leader key's create revision. etcd gives every write a
 revision one higher than the last, and a key created after being deleted gets
@@ -77,6 +80,7 @@ class EtcdCoordinator(Coordinator):
         self.members_prefix = f"{prefix}members/".encode()
         self.member_key = self.members_prefix + node.name.encode()
         self.sync_key = f"{prefix}sync".encode()
+        self.handoff_key = f"{prefix}handoff".encode()
         # (lease id, term) while this node holds the leader key.
         self._held: tuple[int, int] | None = None
         self._member_lease: int | None = None
@@ -290,6 +294,46 @@ class EtcdCoordinator(Coordinator):
                 self.gateway.endpoints,
                 f"the sync key holds {found.value[:100]!r}, not a sync set",
             ) from None
+
+    # -- switchover -------------------------------------------------------------
+
+    async def hand_off(self, leadership: Leadership, to: str) -> bool:
+        """Name ``to`` as the next leader, as leader of ``leadership.term``, for
+        one lease TTL; False, and nothing written, when this node no longer
+        leads in that term."""
+        operation = "hand the lead off"
+        lease, _ = await self.gateway.grant(operation, self.cluster.lease_ttl_s)
+        value = json.dumps({"from": self.node.name, "to": to, "term": leadership.term})
+        answer = await self.gateway.txn(
+            operation,
+            {
+                "compare": [
+                    {"key": b64(self.leader_key), "target": "CREATE",
+                     "result": "EQUAL", "create_revision": str(leadership.term)}
+                ],
+                "success": [
+                    {"request_put": {"key": b64(self.handoff_key),
+                                     "value": b64(value.encode()),
+                                     "lease": str(lease)}}
+                ],
+            },
+        )  # fmt: skip
+        handed = bool(answer.get("succeeded"))
+        if not handed:
+            await self._revoke_quietly(lease)
+
+        return handed
+
+    async def handoff(self) -> str | None:
+        """The member a switchover names as the next leader, while it does."""
+        found = await self.gateway.get("read the handoff", self.handoff_key)
+        if found is None:
+            return None
+        try:
+            return str(json.loads(found.value)["to"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("coordinator.handoff_unreadable", value=found.value[:100])
+            return None
 
     # -- the end ----------------------------------------------------------------
 

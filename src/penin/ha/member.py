@@ -1,17 +1,16 @@
 """This node as a member of a cluster: its role, and the work of that role.
 
-With ``coordinator: static`` the configured primary is the primary, in term
-1: it writes in that term, serves the replication stream and tracks where its
-replicas stand. Every other member is a replica: it marks its ledger as a
-replica's (so that nothing appends to it locally, the ``penin`` command
-included), and follows the primary at ``cluster.primary_url``. A replica
-whose data directory holds no ledger yet creates one with the primary's
-origin, after checking that the signing key beside it is the primary's, and
-then streams every record from seq 0.
+A **primary** writes in its term, serves the replication stream and tracks
+where its replicas stand. A **replica** marks its ledger as a replica's (so
+that nothing appends to it locally, the ``penin`` command included) and
+follows the primary. A replica whose data directory holds no ledger yet
+creates one with the primary's origin, after checking that the signing key
+beside it is the primary's, and then streams every record from seq 0.
 
-What is not built yet is refused when the node starts, naming what to set
-instead: the etcd coordinator (elections, automatic failover) and synchronous
-replication.
+``ClusterMember`` does the work of both roles and the moves between them.
+Who holds which role is decided by its subclass: ``StaticMember`` here (the
+configured primary, always, in term 1) or ``ElectedMember`` in
+``penin.ha.elected`` (the holder of the leader key in etcd).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -35,6 +35,7 @@ from penin.ha.stream import CommitFeed, Head, Identity, note_tree_size
 from penin.ha.token import ClusterToken
 from penin.ledger.ledger import WORMLedger
 from penin.ledger.note import NoteError, Verifier
+from penin.ledger.record import Record
 from penin.observability.metrics import REPLICATION_METRICS
 
 log = structlog.get_logger("penin.ha")
@@ -54,23 +55,23 @@ def join_cluster(
 ) -> ClusterMember | None:
     """The member this node is, or None on a single node (no cluster sections).
 
-    ClusterSetupError when the sections ask for what is not built, the
-    cluster token is missing, or a new replica has no signing key to check.
+    ClusterSetupError when the cluster token is missing, a static cluster asks
+    for sync replication, or a new static replica has no signing key to check.
     """
     if node is None or cluster is None:
         return None
-    if cluster.coordinator != "static":
+    token = ClusterToken.load(cluster)
+    if cluster.coordinator == "static" and cluster.replication == "sync":
         raise ClusterSetupError(
-            "coordinator: etcd is not built into the node yet (elections and "
-            "automatic failover come later); use coordinator: static with "
-            "cluster.primary and cluster.primary_url"
+            "replication: sync needs coordinator: etcd, where the set of "
+            "synchronous replicas is published (sync is the default); with "
+            "coordinator: static set cluster.replication: async"
         )
-    if cluster.replication != "async":
-        raise ClusterSetupError(
-            "replication: sync is not built yet (a write would have to wait for "
-            "replicas to store it); set cluster.replication: async"
-        )
-    member = ClusterMember(node, cluster, ledger, ClusterToken.load(cluster))
+    if cluster.coordinator == "etcd":
+        from penin.ha.elected import ElectedMember  # noqa: PLC0415 - loads aiohttp
+
+        return ElectedMember(node, cluster, ledger, token)
+    member = StaticMember(node, cluster, ledger, token)
     if member.role == "replica" and not ledger.path.exists():
         member.check_key_present()
 
@@ -84,7 +85,13 @@ def prepare_to_join(member: ClusterMember | None) -> None:
 
 
 class ClusterMember:
-    """One node's place in its cluster, for the life of the process."""
+    """One node's place in its cluster, for the life of the process.
+
+    ``primary`` and ``primary_url`` say where writes go; both are None while
+    a replica knows of no primary (an election is under way).
+    """
+
+    coordinator_name = "static"
 
     def __init__(
         self,
@@ -97,94 +104,132 @@ class ClusterMember:
         self.cluster = cluster
         self.ledger = ledger
         self.token = token
-        assert cluster.primary is not None  # a static cluster always names it
-        self.primary = cluster.primary
-        self.primary_url = cluster.primary_url or node.advertise_url
+        self.role: Role = "replica"
+        self.primary: str | None = None
+        self.primary_url: str | None = None
+        self.term = 0
         self.feed: CommitFeed | None = None
         self.positions: ReplicaPositions | None = None
         self.follower: Follower | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def role(self) -> Role:
-        return "primary" if self.node.name == self.primary else "replica"
+        self._follow_task: asyncio.Task[None] | None = None
 
     @property
     def is_primary(self) -> bool:
         return self.role == "primary"
 
-    @property
-    def term(self) -> int:
-        return STATIC_TERM
-
-    def check_key_present(self) -> None:
-        if not self.ledger.key_path.exists():
-            raise ClusterSetupError(
-                f"{self.node.name} is a new replica of {self.primary}: copy the "
-                f"cluster's signing key (the primary's ledger.key) to "
-                f"{self.ledger.key_path}, mode 0600, before it starts"
-            )
-
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the ledger in this member's role, and start the role's work."""
-        if self.is_primary:
-            await self._start_primary()
-        else:
-            await self._start_replica()
-        REPLICATION_METRICS.set_role(self.role)
-        log.info(
-            "cluster.joined",
-            node=self.node.name,
-            role=self.role,
-            primary=self.primary,
-            term=self.term,
-        )
+        """Open the ledger in this member's first role, and start its work."""
+        raise NotImplementedError
 
-    async def _start_primary(self) -> None:
+    async def stop(self) -> None:
+        await self._stop_following()
+        self._stop_leading()
+
+    async def prepare(self) -> None:
+        """Before the server starts: whatever must be in place for ``start``."""
+
+    # -- the primary's work ------------------------------------------------------
+
+    async def _lead(self, term: int, **marker: Any) -> None:
+        """Write in ``term`` from now on, serve the stream and track replicas.
+
+        The ledger is unmarked first, then the term's first record is written
+        (``TERM_STARTED``, with ``marker`` in its payload) if the log has none
+        of ``term`` yet; FencedError if it holds a newer term.
+        """
+        await self._stop_following()
         ledger = self.ledger
         await asyncio.to_thread(ledger.initialize)
         await asyncio.to_thread(ledger.lead)
-        marker = (
-            TERM_STARTED,
-            {"term": self.term, "primary": self.node.name, "coordinator": "static"},
-            f"{TERM_STARTED}:{self.term}",
+        payload = {"term": term, "primary": self.node.name, **marker}
+        started = await asyncio.to_thread(
+            ledger.begin_term,
+            term,
+            (TERM_STARTED, payload, f"{TERM_STARTED}:{term}"),
         )
-        started = await asyncio.to_thread(ledger.begin_term, self.term, marker)
         if started is not None:
-            log.info("cluster.term_started", term=self.term, seq=started.seq)
+            log.info("cluster.term_started", term=term, seq=started.seq)
+        self.term = term
+        self.role = "primary"
+        self.primary, self.primary_url = self.node.name, self.node.advertise_url
         self.feed = CommitFeed(_head(ledger), functools.partial(_head, ledger))
         ledger.add_listener(self.feed.committed)
         ledger.add_checkpoint_listener(self.feed.checkpointed)
         self.positions = ReplicaPositions(ledger)
+        self._role_changed()
 
-    async def _start_replica(self) -> None:
-        await self.prepare()
+    def _stop_leading(self) -> None:
+        if self.feed is not None:
+            self.ledger.remove_listener(self.feed.committed)
+            self.ledger.remove_checkpoint_listener(self.feed.checkpointed)
+            self.feed.close()
+            self.feed = None
+        if self.positions is not None:
+            self.positions.close()
+            self.positions = None
+
+    def confirm(self, replica: str, after_seq: int) -> None:
+        """``replica`` asked for the records after ``after_seq``: it holds those."""
+        if self.positions is not None:
+            self.positions.confirm(replica, after_seq)
+
+    # -- the replica's work ------------------------------------------------------
+
+    async def _follow(self, primary: str, primary_url: str, term: int) -> None:
+        """Stop leading if this node did, mark the ledger a replica's copy of
+        ``primary`` and follow it at ``primary_url``."""
+        self._stop_leading()
+        await self._stop_following()
+        self.role = "replica"
+        self.primary, self.primary_url, self.term = primary, primary_url, term
         await asyncio.to_thread(self.ledger.initialize)
-        await asyncio.to_thread(self.ledger.follow, self.primary, self.primary_url)
-        client = PrimaryClient(self.primary_url, self.token, self.node.name)
+        await asyncio.to_thread(self.ledger.follow, primary, primary_url)
+        client = PrimaryClient(primary_url, self.token, self.node.name)
         self.follower = Follower(self.ledger, client)
-        self._task = asyncio.get_running_loop().create_task(self.follower.run())
-        self._task.add_done_callback(self._follower_ended)
+        self._follow_task = asyncio.get_running_loop().create_task(self.follower.run())
+        self._follow_task.add_done_callback(self._follower_ended)
+        self._role_changed()
 
-    async def prepare(self) -> None:
-        """On a replica with no ledger yet, create it with the primary's origin,
-        once the key file here is shown to be the primary's; else nothing.
+    async def _stop_following(self) -> None:
+        """Stop the follower; a batch it handed to the writer is applied all the
+        same, before anything queued after it."""
+        task, self._follow_task = self._follow_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-        ``penin serve`` calls it before the server starts, so that a refusal
-        is one line, not a failed start.
-        """
-        if self.is_primary or self.ledger.path.exists():
+    def _follower_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
             return
-        client = PrimaryClient(self.primary_url, self.token, self.node.name)
+        assert self.follower is not None
+        self.follower.state.status = "refused"
+        self.follower.state.problem = {
+            "reason": f"the follower failed: {task.exception()!r}"
+        }
+        log.error("replication.follower_failed", error=repr(task.exception()))
+
+    def check_key_present(self) -> None:
+        if not self.ledger.key_path.exists():
+            raise ClusterSetupError(
+                f"{self.node.name} is a new replica: copy the cluster's signing key "
+                f"(the primary's ledger.key) to {self.ledger.key_path}, mode 0600, "
+                "before it starts"
+            )
+
+    async def bootstrap_from(self, primary_url: str) -> None:
+        """Create this replica's empty ledger with the origin of the log the
+        primary at ``primary_url`` writes, once the key file here is shown to be
+        the primary's; ClusterSetupError if it is not, or the primary does not
+        answer within BOOTSTRAP_S."""
+        self.check_key_present()
+        client = PrimaryClient(primary_url, self.token, self.node.name)
         try:
-            await self._bootstrap(client)
+            identity = await self._identity(client)
         finally:
             await client.close()
-
-    async def _bootstrap(self, client: PrimaryClient) -> None:
-        identity = await self._identity(client)
         own = self.ledger.read_key().verifier
         try:
             theirs = Verifier.from_vkey(identity.vkey)
@@ -221,28 +266,25 @@ class ClusterMember:
                 log.warning("replication.bootstrap_waiting", error=str(exc))
                 await asyncio.sleep(_BOOTSTRAP_PAUSE_S)
 
-    def _follower_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        assert self.follower is not None
-        self.follower.state.status = "refused"
-        self.follower.state.problem = {
-            "reason": f"the follower failed: {task.exception()!r}"
-        }
-        log.error("replication.follower_failed", error=repr(task.exception()))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.feed is not None:
-            self.ledger.remove_listener(self.feed.committed)
-            self.ledger.remove_checkpoint_listener(self.feed.checkpointed)
-        if self.positions is not None:
-            self.positions.close()
-
     # -- what the node reports --------------------------------------------------
+
+    def _role_changed(self) -> None:
+        REPLICATION_METRICS.set_role(self.role)
+        REPLICATION_METRICS.term.set(self.term)
+        log.info(
+            "cluster.role",
+            node=self.node.name,
+            role=self.role,
+            primary=self.primary,
+            term=self.term,
+        )
+
+    def applied_seq(self) -> int:
+        """The last seq stored here; -1 for an empty or missing ledger."""
+        if not self.ledger.path.exists():
+            return -1
+
+        return self.ledger.count_records() - 1
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether this member does its role's work now, and the figures."""
@@ -259,6 +301,57 @@ class ClusterMember:
             return False, {**detail, "status": "starting"}
 
         return self.follower.healthy(), {**detail, **self.follower.state.to_dict()}
+
+    # -- acknowledging writes (penin.ledger.ledger.Acknowledger) ------------------
+
+    async def acknowledge(self, records: Sequence[Record]) -> None:
+        """Nothing to wait for: a static primary leads for good, asynchronously."""
+
+    def acknowledge_blocking(self, records: Sequence[Record]) -> None:
+        """As ``acknowledge``."""
+
+
+class StaticMember(ClusterMember):
+    """``coordinator: static``: the configured primary leads in term 1, for
+    good; every other member follows it at ``cluster.primary_url``."""
+
+    def __init__(
+        self,
+        node: NodeConfig,
+        cluster: ClusterConfig,
+        ledger: WORMLedger,
+        token: ClusterToken,
+    ) -> None:
+        super().__init__(node, cluster, ledger, token)
+        assert cluster.primary is not None  # a static cluster always names it
+        self.primary = cluster.primary
+        self.primary_url = cluster.primary_url or node.advertise_url
+        self.role = "primary" if node.name == cluster.primary else "replica"
+
+    async def start(self) -> None:
+        assert self.primary is not None
+        assert self.primary_url is not None
+        if self.is_primary:
+            await self._lead(STATIC_TERM, coordinator="static")
+        else:
+            await self.prepare()
+            await self._follow(self.primary, self.primary_url, STATIC_TERM)
+        log.info(
+            "cluster.joined",
+            node=self.node.name,
+            role=self.role,
+            primary=self.primary,
+            term=self.term,
+        )
+
+    async def prepare(self) -> None:
+        """On a replica with no ledger yet, create it with the primary's origin;
+        else nothing. ``penin serve`` calls it before the server starts, so that
+        a refusal is one line, not a failed start."""
+        if self.is_primary or self.ledger.path.exists():
+            return
+        assert self.primary_url is not None
+        await self.bootstrap_from(self.primary_url)
 
 
 def _head(ledger: WORMLedger) -> Head:

@@ -162,6 +162,13 @@ class CommitFeed:
         self._read_head = read_head
         self._loop = asyncio.get_running_loop()
         self._moved: asyncio.Future[None] = self._loop.create_future()
+        self.closed = False
+
+    def close(self) -> None:
+        """This node stopped leading: end every wait now."""
+        self.closed = True
+        if not self._moved.done():
+            self._moved.set_result(None)
 
     def committed(self, size: int) -> None:
         self._loop.call_soon_threadsafe(self._grown, size)
@@ -192,7 +199,9 @@ class CommitFeed:
     async def wait_beyond(self, seq: int, checkpoint_size: int, timeout: float) -> None:
         deadline = self._loop.time() + timeout
         while (
-            self.head.size - 1 <= seq and self.head.checkpoint_size <= checkpoint_size
+            not self.closed
+            and self.head.size - 1 <= seq
+            and self.head.checkpoint_size <= checkpoint_size
         ):
             remaining = deadline - self._loop.time()
             if remaining <= 0:

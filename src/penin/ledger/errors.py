@@ -70,17 +70,43 @@ class VerificationFailedError(LedgerError):
 
 
 class NotPrimaryError(LedgerError):
-    """The ledger is a replica's: only the primary appends to it.
+    """The ledger is a replica's, or its node no longer leads: only the
+    primary appends to it.
 
-    ``primary`` and ``primary_url`` name where writes go instead.
+    ``primary`` and ``primary_url`` name where writes go instead; both are
+    None while the cluster elects one.
     """
 
-    def __init__(self, path: object, primary: str, primary_url: str) -> None:
+    def __init__(
+        self, path: object, primary: str | None, primary_url: str | None
+    ) -> None:
         self.primary = primary
         self.primary_url = primary_url
+        if primary is None or primary_url is None:
+            super().__init__(
+                f"{path} is not the primary's ledger, and no primary is elected "
+                "right now; retry in a second"
+            )
+            return
         super().__init__(
             f"{path} is the ledger of a replica of {primary}; append on the "
             f"primary, {primary} at {primary_url}"
+        )
+
+
+class SyncReplicationError(LedgerError):
+    """Records stored on the primary that too few synchronous replicas
+    confirmed in time: they are not acknowledged (``penin.ha.sync``)."""
+
+    def __init__(
+        self, seq: int, count: int, waited_for: list[str], timeout_s: float
+    ) -> None:
+        self.seq = seq
+        who = ", ".join(waited_for) or "none is connected"
+        super().__init__(
+            f"record seq {seq} is stored on the primary, but not on {count} "
+            f"synchronous replica(s) within {timeout_s:g} s (waited for: {who}); "
+            "it is not acknowledged: retry with the same Idempotency-Key"
         )
 
 

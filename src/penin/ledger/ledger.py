@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -47,13 +47,25 @@ from penin.ledger.record import (
     parse_ts,
 )
 from penin.ledger.verify import Progress, VerifyReport, verify_file
-from penin.ledger.writer import Entry, Listener, Writer
+from penin.ledger.writer import Entry, Fence, Listener, Writer
 from penin.observability.metrics import LEDGER_METRICS
 
 log = structlog.get_logger("penin.ledger")
 
 MAX_QUERY_LIMIT = 1000
 MAX_SQLITE_INT = 2**63 - 1
+
+
+class Acknowledger(Protocol):
+    """What a cluster's primary checks before an append is acknowledged: that
+    it still leads, and in sync mode that enough replicas stored the records.
+    Each method raises LedgerError (NotPrimaryError, SyncReplicationError)
+    when the append must not be acknowledged; the records stay written."""
+
+    async def acknowledge(self, records: Sequence[Record]) -> None: ...
+
+    def acknowledge_blocking(self, records: Sequence[Record]) -> None: ...
+
 
 NewRecord = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str | None]
 
@@ -111,6 +123,8 @@ class WORMLedger:
         self._meta: dict[str, str] | None = None
         self._listeners: list[Listener] = []
         self._checkpoint_listeners: list[Listener] = []
+        self._fence: Fence | None = None
+        self.acknowledger: Acknowledger | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -191,6 +205,7 @@ class WORMLedger:
                 self._meta = store.read_meta(conn, self.path)
                 self._migrate(conn)
                 self._writer = Writer(self.path, conn, self._term, self._listeners)
+                self._writer.fence = self._fence
             except BaseException:
                 conn.close()
                 raise
@@ -294,10 +309,7 @@ class WORMLedger:
         *,
         idempotency_key: str | None = None,
     ) -> Record:
-        entry = _entry((event_type, payload, idempotency_key))
-        self._open()
-        assert self._writer is not None
-        records = await self._writer.submit_async([entry])
+        records = await self.append_many_async([(event_type, payload, idempotency_key)])
 
         return records[0]
 
@@ -306,8 +318,11 @@ class WORMLedger:
         entries = [_entry(r) for r in records]
         if not entries:
             return []
+        written = self._submit(entries).result()
+        if self.acknowledger is not None:
+            self.acknowledger.acknowledge_blocking(written)
 
-        return self._submit(entries).result()
+        return written
 
     async def append_many_async(self, records: Iterable[NewRecord]) -> list[Record]:
         """Like ``append_many``, for a caller on a running event loop."""
@@ -316,8 +331,11 @@ class WORMLedger:
             return []
         self._open()
         assert self._writer is not None
+        written = await self._writer.submit_async(entries)
+        if self.acknowledger is not None:
+            await self.acknowledger.acknowledge(written)
 
-        return await self._writer.submit_async(entries)
+        return written
 
     def _submit(self, entries: list[Entry]) -> Future[list[Record]]:
         return self._running_writer().submit(entries)
@@ -346,6 +364,12 @@ class WORMLedger:
         written = self._running_writer().submit_term(term, entries).result()
 
         return written[0] if written else None
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Ask ``fence`` before every commit of appends (``penin.ledger.writer``)."""
+        self._fence = fence
+        if self._writer is not None:
+            self._writer.fence = fence
 
     @property
     def last_term(self) -> int:

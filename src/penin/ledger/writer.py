@@ -41,6 +41,9 @@ MAX_BATCH_RECORDS = 4096
 
 # Called from the writer's thread with the tree size after a commit.
 Listener = Callable[[int], None]
+# Asked just before each commit that adds records: None lets it commit, an
+# error refuses every append of the batch (nothing of it is written).
+Fence = Callable[[], NotPrimaryError | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,9 @@ class Writer:
         self._queue: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._closing = False
+        # Set by the member of a cluster that leads: the error to refuse
+        # appends with once this node may no longer acknowledge them.
+        self.fence: Fence | None = None
         self._frontier, self._last_leaf, self._last_ts, self._last_term = (
             self._load_tip()
         )
@@ -265,6 +271,12 @@ class Writer:
             refusal = self._refusal()
             writable = [r for r in batch if refusal is None or not r.entries]
             results, appended = self._write(writable)
+            fenced = self._fenced() if appended else None
+            if fenced is not None:
+                self._rollback()
+                self._frontier, self._last_leaf, self._last_ts, self._last_term = saved
+                _settle(batch, [fenced if r.entries else [] for r in batch])
+                return
             self._conn.execute("COMMIT")
         except BaseException as exc:
             self._fail(batch, saved, exc, "ledger.append_failed")
@@ -278,8 +290,16 @@ class Writer:
             [refusal if refusal and r.entries else next(written) for r in batch],
         )
 
+    def _fenced(self) -> NotPrimaryError | None:
+        """The fence's refusal, asked just before a commit that adds records."""
+        fence = self.fence
+        return None if fence is None else fence()
+
     def _refusal(self) -> NotPrimaryError | None:
         """The error for appends while the file is a replica's, else None."""
+        fenced = self._fenced()
+        if fenced is not None:
+            return fenced
         primary = store.replica_of(self._conn)
         if primary is None:
             return None

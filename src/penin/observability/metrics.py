@@ -160,6 +160,38 @@ class ReplicationMetrics:
             registry=REGISTRY,
         )
 
+        self.term = Gauge(
+            "penin_ha_term",
+            "The leader term this member last knew: the primary's own while it "
+            "leads, the term of the records it applies on a replica.",
+            registry=REGISTRY,
+        )
+        self.failovers = Counter(
+            "penin_failovers_total",
+            "Times this member took the lead in a new term (automatic failover "
+            "or switchover).",
+            ["reason"],
+            registry=REGISTRY,
+        )
+        self.sync_replicas = Gauge(
+            "penin_sync_replicas",
+            "On the primary in sync mode: replicas in the published sync set, "
+            "each of which stores every record before it is acknowledged.",
+            registry=REGISTRY,
+        )
+        self.sync_degraded = Gauge(
+            "penin_sync_degraded",
+            "On the primary with sync_fallback: async: 1 while no synchronous "
+            "replica is left and writes are acknowledged without one.",
+            registry=REGISTRY,
+        )
+        self.lease_renew = Histogram(
+            "penin_ha_lease_renew_seconds",
+            "Time to renew the leader lease at the coordinator, on the primary.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=REGISTRY,
+        )
+
     def set_role(self, role: str) -> None:
         for name in ("primary", "replica"):
             self.role.labels(name).set(1 if name == role else 0)

@@ -40,7 +40,7 @@ _NOT_A_RULE = "not a valid rule path"
 # Compiled engines a thread keeps, newest last: the serving set and the few
 # before it, for decisions still in flight across a reload.
 COMPILED_PER_THREAD = 4
-# Results an engine remembers, by rule and canonical input (least recently
+# Results an engine remembers, by path and canonical input (least recently
 # used dropped first): enough for every key × model × data class a node sees.
 MEMO_ENTRIES = 4096
 _thread = threading.local()
@@ -76,8 +76,15 @@ class PolicyEngine(ABC):
         """The policy-set digest every decision of this engine carries."""
 
     @abstractmethod
-    async def decide(self, path: str, input: Mapping[str, Any]) -> Decision:
-        """The decision at ``path`` (``penin/router/decision``); never raises."""
+    async def decide(
+        self, path: str, input: Mapping[str, Any], text: str | None = None
+    ) -> Decision:
+        """The decision at ``path`` (``penin/router/decision``); never raises.
+
+        ``text`` is ``input``'s RFC 8785 text when the caller has it already
+        (the router's gate writes it from parts it keeps); the engine then
+        decides and digests that text instead of writing it again.
+        """
 
     @abstractmethod
     def packages(self) -> list[PackageInfo]:
@@ -105,12 +112,22 @@ def judge(result: Any) -> tuple[bool, str | None]:
 
 def canonical_input(input: Any) -> tuple[str, str]:
     """The input's RFC 8785 text and its SHA-256; PolicyEvalError if not JSON."""
+    text = canonical_text(input)
+
+    return text, digest_of(text)
+
+
+def canonical_text(input: Any) -> str:
+    """The input's RFC 8785 text; PolicyEvalError if it is not JSON."""
     try:
-        text = jcs.dumps(input)
+        return jcs.dumps(input)
     except (TypeError, ValueError) as exc:
         raise PolicyEvalError(f"the input is not JSON: {exc}") from None
 
-    return text, hashlib.sha256(text.encode()).hexdigest()
+
+def digest_of(text: str) -> str:
+    """The input digest a decision carries: the SHA-256 of the input's text."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def unexpected(exc: Exception) -> str:
@@ -187,7 +204,8 @@ class EmbeddedEngine(PolicyEngine):
         self._metrics = metrics
         self._packages = policy_set.package_infos()
         self._rules: dict[str, str] = {}
-        self._memo: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # (path, input text) -> (the value's JSON text, the input digest)
+        self._memo: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
         _compiled(policy_set)
 
     @property
@@ -201,17 +219,26 @@ class EmbeddedEngine(PolicyEngine):
     def packages(self) -> list[PackageInfo]:
         return list(self._packages)
 
-    async def decide(self, path: str, input: Mapping[str, Any]) -> Decision:
+    async def decide(
+        self, path: str, input: Mapping[str, Any], text: str | None = None
+    ) -> Decision:
         # Microseconds of CPU: cheaper inline than any hand-off to a thread.
-        return self.evaluate(path, input)
+        return self.evaluate(path, input, text)
 
-    def evaluate(self, path: str, input: Any) -> Decision:
-        """The decision at ``path`` for ``input``, in the calling thread."""
+    def evaluate(self, path: str, input: Any, text: str | None = None) -> Decision:
+        """The decision at ``path`` for ``input`` (whose RFC 8785 text is
+        ``text``, when the caller has it), in the calling thread."""
         started = time.perf_counter()
         input_digest = ""
         try:
-            text, input_digest = canonical_input(input)
-            outcome = self._remembered(self._rule(path), text)
+            if text is None:
+                text = canonical_text(input)
+            remembered = self._recall(path, text)
+            if remembered is None:
+                input_digest = digest_of(text)
+                outcome = self._first_time(path, text, input_digest)
+            else:
+                outcome, input_digest = remembered
         except PolicyEvalError as exc:
             outcome = Outcome(failure="error", error=str(exc))
         except Exception as exc:  # a decision fails closed, it never raises
@@ -234,23 +261,31 @@ class EmbeddedEngine(PolicyEngine):
 
         return rule
 
-    def _remembered(self, rule: str, input_text: str) -> Outcome:
-        """The outcome for this rule and input, evaluated at most once per set.
+    def _recall(self, path: str, input_text: str) -> tuple[Outcome, str] | None:
+        """The outcome and input digest of a question answered before, or None.
 
         A decision is a pure function of the policy set and the input: every
         built-in that reads the clock, the network or a random source is
         refused at load. So a value already produced is produced again from
-        memory, as text (each decision parses its own copy). Failures are not
-        kept: they are rare, and each is logged as it happens.
+        memory, as text (each decision parses its own copy), with the input's
+        digest, which is a function of the text alone. Keyed by path: a
+        well-formed path names one rule, and a malformed one keeps nothing.
         """
-        key = (rule, input_text)
-        raw = self._memo.get(key)
+        key = (path, input_text)
+        known = self._memo.get(key)
+        if known is None:
+            return None
+        self._memo.move_to_end(key)
+        raw, input_digest = known
+
+        return Outcome(result=json.loads(raw)), input_digest
+
+    def _first_time(self, path: str, input_text: str, input_digest: str) -> Outcome:
+        """Ask regorus, and remember a value it produced. Failures are not
+        kept: they are rare, and each is logged as it happens."""
+        outcome, raw = self._run(self._rule(path), input_text)
         if raw is not None:
-            self._memo.move_to_end(key)
-            return Outcome(result=json.loads(raw))
-        outcome, raw = self._run(rule, input_text)
-        if raw is not None:
-            self._memo[key] = raw
+            self._memo[(path, input_text)] = (raw, input_digest)
             if len(self._memo) > MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 

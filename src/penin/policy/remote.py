@@ -22,8 +22,9 @@ from penin.policy.engine import (
     Decision,
     Outcome,
     PolicyEngine,
-    canonical_input,
+    canonical_text,
     check_path,
+    digest_of,
     settle,
     unexpected,
 )
@@ -73,12 +74,16 @@ class RemoteEngine(PolicyEngine):
             await self._session.close()
             self._session = None
 
-    async def decide(self, path: str, input: Mapping[str, Any]) -> Decision:
+    async def decide(
+        self, path: str, input: Mapping[str, Any], text: str | None = None
+    ) -> Decision:
         started = time.perf_counter()
         input_digest = ""
         digest = self._digest
         try:
-            text, input_digest = canonical_input(input)
+            if text is None:
+                text = canonical_text(input)
+            input_digest = digest_of(text)
             outcome, digest = await self._call(check_path(path), text)
         except PolicyEvalError as exc:
             outcome = Outcome(failure="error", error=str(exc))

@@ -98,9 +98,15 @@ class Policies:
     def packages(self) -> list[PackageInfo]:
         return self._engine.packages()
 
-    async def decide(self, path: str, input: Mapping[str, Any]) -> Decision:
-        """The serving engine's decision; a failure is a deny, never an error."""
-        return await self._engine.decide(path, input)
+    async def decide(
+        self, path: str, input: Mapping[str, Any], text: str | None = None
+    ) -> Decision:
+        """The serving engine's decision; a failure is a deny, never an error.
+
+        ``text``, if given, must be ``input``'s RFC 8785 text: see
+        ``PolicyEngine.decide``.
+        """
+        return await self._engine.decide(path, input, text)
 
     def record(self, decision: Decision, input: Any) -> tuple[str, dict[str, Any]]:
         """The ledger record of ``decision``, input logged and masked as configured."""

@@ -15,10 +15,12 @@ written, as a ``policy.decision`` record, with its ``router.request`` record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 import structlog
 
+from penin.ledger import jcs
 from penin.policy import Decision, Policies
 from penin.router.audit import Outcome
 from penin.router.budget import BudgetStatus
@@ -53,6 +55,12 @@ class Gate:
         self._described = {
             name: [_describe(d) for d in deployments]
             for name, deployments in self._reach.items()
+        }
+        # And their RFC 8785 text, with the model's: the part of the routing
+        # question that is the same for every request of a model.
+        self._fixed = {
+            name: (_json(name), jcs.dumps(described))
+            for name, described in self._described.items()
         }
 
     async def budget(self, status: BudgetStatus, outcome: Outcome) -> str | None:
@@ -111,7 +119,8 @@ class Gate:
             "deployments": self._described[group.name],
             "budget": {"state": budget_state},
         }
-        decision = await self._decide(ROUTER_PATH, input, outcome)
+        text = self._route_text(group.name, input)
+        decision = await self._decide(ROUTER_PATH, input, outcome, text)
         if not decision.allowed:
             raise _refusal(decision)
         result = decision.result if isinstance(decision.result, dict) else {}
@@ -133,10 +142,41 @@ class Gate:
             downgrade=result.get("downgrade") is True,
         )
 
+    def _route_text(self, model: str, input: dict[str, Any]) -> str | None:
+        """The RFC 8785 text of ``route``'s ``input``, written around the
+        model's fixed part; None if a field is not JSON (the engine then
+        refuses the input, as it refuses any).
+
+        The canonical text of an object is its members' texts in name order
+        (RFC 8785 §3.2.3), so the names below are in that order.
+        """
+        name, deployments = self._fixed[model]
+        key, request = input["key"], input["request"]
+        try:
+            budget = f'{{"state":{_json(input["budget"]["state"])}}}'
+            key_text = (
+                f'{{"data_class":{_json(key["data_class"])},"id":{_json(key["id"])},'
+                f'"models":{_json(key["models"])},"scope":{_json(key["scope"])}}}'
+            )
+            request_text = (
+                f'{{"data_class":{_json(request["data_class"])},"model":{name}}}'
+            )
+        except (TypeError, ValueError):
+            return None
+
+        return (
+            f'{{"budget":{budget},"deployments":{deployments},'
+            f'"key":{key_text},"request":{request_text}}}'
+        )
+
     async def _decide(
-        self, path: str, input: dict[str, Any], outcome: Outcome
+        self,
+        path: str,
+        input: dict[str, Any],
+        outcome: Outcome,
+        text: str | None = None,
     ) -> Decision:
-        decision = await self.policies.decide(path, input)
+        decision = await self.policies.decide(path, input, text)
         outcome.decisions.append(self.policies.record(decision, input))
 
         return decision
@@ -174,6 +214,19 @@ def _describe(deployment: Deployment) -> dict[str, Any]:
         "provider": deployment.config.provider,
         "data_classes": list(deployment.config.data_classes),
     }
+
+
+def _json(value: object) -> str:
+    """The RFC 8785 text of ``value``: strings, null and arrays written here,
+    as ``jcs`` would (its compiled ``json`` writer), anything else by ``jcs``."""
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if type(value) is list:
+        return "[" + ",".join([_json(item) for item in value]) + "]"
+
+    return jcs.dumps(value)
 
 
 def _refusal(decision: Decision) -> PolicyDeniedError:

@@ -1,0 +1,145 @@
+"""Synchronous replication on the primary: who must hold a record before it
+is acknowledged, and the wait for them.
+
+The *sync set* is published in the coordinator; only its members may be
+promoted when the primary fails, so every record acknowledged to a client
+must be stored by every member of it. It has ``sync_replicas`` members when
+enough replicas are there. A set changes only in an order that keeps that
+true:
+
+- a replica joins it only once it has confirmed every record the primary
+  held when it was first waited for (it is *required* before it is
+  published, so nothing is acknowledged without it in between);
+- a member leaves it only when it is replaced by one that joined, or, with
+  ``sync_fallback: async``, when it stopped asking for records; it is
+  unpublished first and stops being waited for after.
+
+With ``sync_fallback: block`` (the default) only a full set is published,
+and a write waits while the set is short, up to ``sync_timeout_s``; it is
+then answered 503: it is stored on the primary, and a retry with the same
+``Idempotency-Key`` returns it once the replicas have it. With
+``sync_fallback: async`` a short set is published too (an empty one says
+that any replica may be promoted), ``penin_sync_degraded`` is raised, and
+writes wait only for the members the set still has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import structlog
+
+from penin.ledger.errors import SyncReplicationError
+from penin.observability.metrics import REPLICATION_METRICS
+
+log = structlog.get_logger("penin.ha")
+
+
+class SyncReplicas:
+    """The required replicas and the writes waiting for them, on one event loop."""
+
+    def __init__(self, count: int, *, fallback_async: bool, timeout_s: float) -> None:
+        self.count = count
+        self.fallback_async = fallback_async
+        self.timeout_s = timeout_s
+        # What the coordinator says now, and what is waited for: the published
+        # members and those about to join.
+        self.published: frozenset[str] = frozenset()
+        self.joining: dict[str, int] = {}
+        self.degraded = False
+        self._confirmed: dict[str, tuple[int, float]] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    @property
+    def required(self) -> frozenset[str]:
+        return self.published | frozenset(self.joining)
+
+    # -- what replicas confirm -------------------------------------------------
+
+    def confirm(self, replica: str, after_seq: int) -> None:
+        """``replica`` stored every record up to ``after_seq``."""
+        self._confirmed[replica] = (after_seq, time.monotonic())
+        self._release()
+
+    def confirmed(self, replica: str) -> int:
+        return self._confirmed.get(replica, (-1, 0.0))[0]
+
+    def silent_for(self, replica: str) -> float:
+        """Seconds since ``replica`` last asked for records; inf if never."""
+        found = self._confirmed.get(replica)
+        return float("inf") if found is None else time.monotonic() - found[1]
+
+    # -- the set ---------------------------------------------------------------
+
+    def start_joining(self, replica: str, head_seq: int) -> None:
+        """Wait for ``replica`` from now on; it may be published once it holds
+        ``head_seq``, the last record written before it was waited for."""
+        self.joining[replica] = head_seq
+        log.info("replication.sync_joining", replica=replica, needs_seq=head_seq)
+
+    def ready_to_publish(self) -> list[str]:
+        return [
+            name for name, seq in self.joining.items() if self.confirmed(name) >= seq
+        ]
+
+    def published_as(self, members: Iterable[str]) -> None:
+        """The coordinator now holds ``members`` as the set: wait for exactly them."""
+        self.published = frozenset(members)
+        for name in self.published:
+            self.joining.pop(name, None)
+        self.degraded = self.fallback_async and len(self.published) < self.count
+        REPLICATION_METRICS.sync_replicas.set(len(self.published))
+        REPLICATION_METRICS.sync_degraded.set(1 if self.degraded else 0)
+        self._release()
+
+    def drop_joining(self, replica: str) -> None:
+        if self.joining.pop(replica, None) is not None:
+            self._release()
+
+    # -- waiting -----------------------------------------------------------------
+
+    async def wait(self, seq: int) -> None:
+        """Return once every required replica holds ``seq``; SyncReplicationError
+        after ``timeout_s``."""
+        if self._holds(seq):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            raise SyncReplicationError(
+                seq, self.count, sorted(self.required), self.timeout_s
+            ) from None
+        finally:
+            if not future.done():
+                future.cancel()
+            self._waiters = [(s, f) for s, f in self._waiters if f is not future]
+
+    def _holds(self, seq: int) -> bool:
+        """Whether a write up to ``seq`` may be acknowledged: a full set (or a
+        short one, when degraded) and every required replica holding it."""
+        if len(self.published) < self.count and not self.degraded:
+            return False
+
+        return all(self.confirmed(name) >= seq for name in self.required)
+
+    def _release(self) -> None:
+        kept = []
+        for seq, future in self._waiters:
+            if future.done():
+                continue
+            if self._holds(seq):
+                future.set_result(None)
+            else:
+                kept.append((seq, future))
+        self._waiters = kept
+
+    def release_all(self, error: BaseException) -> None:
+        """Fail every waiting write (this node stopped leading)."""
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._waiters = []
