@@ -15,6 +15,7 @@ from penin import __version__
 from penin.api import not_primary, problems
 from penin.api.cache import router as cache_router
 from penin.api.chat import router as chat_router
+from penin.api.cluster import router as cluster_router
 from penin.api.health import HealthChecks
 from penin.api.health import router as health_router
 from penin.api.ledger import AppendEndpoint, jobs_router
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(policy_router)
     app.include_router(health_router)
+    app.include_router(cluster_router)
     if settings.cluster is not None:
         # Members only: a single node serves no replication stream.
         app.include_router(replication_router)

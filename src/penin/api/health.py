@@ -177,7 +177,8 @@ def _role(node: Node) -> dict[str, Any]:
 
     return {
         **detail,
-        "accepts_writes": writable and member.is_primary,
+        # A primary whose lease is about to lapse is unhealthy: it refuses writes.
+        "accepts_writes": writable and member.is_primary and healthy,
         "healthy": healthy and not node.stopping,
     }
 

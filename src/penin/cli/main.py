@@ -13,6 +13,7 @@ import click
 
 from penin import __version__
 from penin.cli.budget import budget
+from penin.cli.ha import ha
 from penin.cli.keys import keys
 from penin.cli.ledger import ledger
 from penin.cli.policy import policy
@@ -58,3 +59,4 @@ cli.add_command(route)
 cli.add_command(providers)
 cli.add_command(budget)
 cli.add_command(policy)
+cli.add_command(ha)

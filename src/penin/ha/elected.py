@@ -483,6 +483,45 @@ class ElectedMember(ClusterMember):
         if self.sync is not None:
             self.sync.confirm(replica, after_seq)
 
+    async def status(self) -> dict[str, Any]:
+        """Every live member's published state, with its lag behind the primary
+        in records (and in seconds, asked on the primary); CoordinatorError if
+        etcd does not answer."""
+        states = await self.coordinator.members()
+        published = await self.coordinator.sync_set()
+        leader = await self.coordinator.leader()
+        lead_seq = None
+        if leader is not None and leader.name in states:
+            lead_seq = states[leader.name].applied_seq
+        measured = {} if self.positions is None else self.positions.report()
+        members: dict[str, dict[str, Any]] = {}
+        for name, state in states.items():
+            entry: dict[str, Any] = {
+                "url": state.url,
+                "role": state.role,
+                "applied_seq": state.applied_seq,
+                "healthy": state.healthy,
+                "updated_at": state.updated_at,
+                "lag_records": None
+                if lead_seq is None
+                else max(0, lead_seq - state.applied_seq),
+            }
+            if name in measured:
+                entry["lag_records"] = measured[name]["lag_records"]
+                entry["lag_seconds"] = measured[name]["lag_seconds"]
+            members[name] = entry
+        body = self._status_body(
+            members,
+            sync_set=None if published is None else sorted(published.members),
+        )
+        body["leader_term"] = None if leader is None else leader.term
+        if self.problem is not None:
+            body["problem"] = self.problem
+        if self.quarantined:
+            body["quarantined"] = self.quarantined
+
+        return body
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         healthy, detail = super().health()
         if self.is_primary:

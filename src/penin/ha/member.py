@@ -302,6 +302,42 @@ class ClusterMember:
 
         return self.follower.healthy(), {**detail, **self.follower.state.to_dict()}
 
+    async def status(self) -> dict[str, Any]:
+        """The cluster as this member knows it, for ``GET /v1/cluster``."""
+        members: dict[str, dict[str, Any]] = {
+            self.node.name: {
+                "url": self.node.advertise_url,
+                "role": self.role,
+                "applied_seq": await asyncio.to_thread(self.applied_seq),
+                "healthy": self.health()[0],
+            }
+        }
+        if self.positions is not None:
+            for name, position in self.positions.report().items():
+                members[name] = {"url": None, "role": "replica", **position}
+
+        return self._status_body(members, sync_set=None)
+
+    def _status_body(
+        self, members: dict[str, dict[str, Any]], sync_set: list[str] | None
+    ) -> dict[str, Any]:
+        primary = (
+            None
+            if self.primary is None
+            else {"name": self.primary, "url": self.primary_url}
+        )
+        return {
+            "cluster": self.cluster.name,
+            "coordinator": self.coordinator_name,
+            "replication": self.cluster.replication,
+            "node": self.node.name,
+            "role": self.role,
+            "term": self.term,
+            "primary": primary,
+            "sync_set": sync_set,
+            "members": dict(sorted(members.items())),
+        }
+
     # -- acknowledging writes (penin.ledger.ledger.Acknowledger) ------------------
 
     async def acknowledge(self, records: Sequence[Record]) -> None:

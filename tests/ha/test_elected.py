@@ -1,0 +1,71 @@
+"""coordinator: etcd, end to end: real nodes elect a primary, replicate, fail
+over when it is killed, and refuse writes where they must."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from elected_cluster import ElectedCluster, Writer
+
+from etcdd import EtcdServer
+from harness import assert_problem, bearer
+from penin.keys import Scope
+
+
+@pytest.fixture
+def trio(tmp_path: Path, etcd_server: EtcdServer) -> Iterator[ElectedCluster]:
+    cluster = ElectedCluster(tmp_path, [etcd_server.url])
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def test_the_first_member_leads_and_the_others_follow_it(trio: ElectedCluster) -> None:
+    trio.start_all()
+    token = trio.token_of(Scope.APPEND)
+
+    assert trio.primaries() == ["n1"]
+    with httpx.Client(headers=bearer(token)) as http:
+        for i in range(5):
+            answer = http.post(
+                f"{trio.url('n1')}/v1/ledger/records",
+                json={"event_type": "test.write", "payload": {"i": i}},
+            )
+            assert answer.status_code == 201, answer.text
+        refused = http.post(
+            f"{trio.url('n2')}/v1/ledger/records",
+            json={"event_type": "test.write", "payload": {}},
+        )
+    problem = assert_problem(refused, 503, "not-primary")
+    assert problem["primary"] == "n1"
+    assert refused.headers["location"] == f"{trio.url('n1')}/v1/ledger/records"
+    trio.wait_until_identical("n1", "n2", "n3")
+
+
+def test_killing_the_primary_elects_the_most_up_to_date_replica(
+    trio: ElectedCluster,
+) -> None:
+    trio.start_all()
+    writer = Writer(trio, trio.token_of(Scope.APPEND)).start()
+    writer.wait_acknowledged(20)
+
+    trio.kill("n1")
+    killed = len(writer.acknowledged)
+    new = trio.wait_for_primary(other_than="n1")
+    writer.wait_acknowledged(killed + 20)
+    writer.stop()
+
+    assert new in {"n2", "n3"}
+    other = ({"n2", "n3"} - {new}).pop()
+    trio.wait_until_identical(new, other)
+    rows = trio.rows(new)
+    terms = [row[4] for row in rows]
+    assert terms == sorted(terms)  # terms only rise
+    assert len(set(terms)) >= 2
+    held = set(trio.leaf_hashes(new))
+    after = [(seq, leaf) for seq, leaf in writer.acknowledged if seq >= killed]
+    assert all(leaf in held for _, leaf in after)
