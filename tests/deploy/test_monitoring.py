@@ -40,8 +40,9 @@ GUIDE_ALERTS = {
 }
 # Recorded by Prometheus itself for every scrape target.
 PROMETHEUS_OWN = {"up"}
-# Declared by every node; samples exist only where replicas do.
-DECLARED_ONLY = {"worm_replication_lag_seconds": "gauge"}
+# Declared by every node; samples exist only on members of a cluster (the lag
+# only where replicas are).
+DECLARED_ONLY = {"worm_replication_lag_seconds": "gauge", "penin_ha_role": "gauge"}
 # What prometheus_client's ProcessCollector exports on Linux, by type.
 PROCESS_METRICS = {
     "penin_process_cpu_seconds_total": "counter",
