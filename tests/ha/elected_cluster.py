@@ -204,6 +204,8 @@ class Writer:
     cluster: ElectedCluster
     token: str
     acknowledged: list[tuple[int, str]] = field(default_factory=list)
+    # The term of each acknowledged record, in the same order.
+    terms: list[int] = field(default_factory=list)
     # (time.monotonic(), seq) of each acknowledgement, to time a fault.
     times: list[tuple[float, int]] = field(default_factory=list)
     refused: int = 0
@@ -244,6 +246,7 @@ class Writer:
                     if answer is not None and answer.status_code in (200, 201):
                         body = answer.json()
                         self.acknowledged.append((body["seq"], body["leaf_hash"]))
+                        self.terms.append(body["term"])
                         self.times.append((time.monotonic(), body["seq"]))
                         break
                     self.refused += 1

@@ -1,6 +1,6 @@
 """``coordinator: etcd``: the member whose role is the holder of the leader key.
 
-One task, the *HA loop*, runs every ``lease_ttl_s / 6`` seconds:
+One task, the *HA loop*, runs every ``lease_ttl_s / 10`` seconds:
 
 - **On the primary** it renews the leader lease, publishes this member's
   state and, in sync mode, keeps the sync set (``penin.ha.sync``). A renewal
@@ -18,10 +18,11 @@ off from etcd stops acknowledging before another member can take the key,
 whether or not its HA loop ran in between; the term on every record makes
 anything it wrote after that harmless (replicas refuse older terms).
 
-**Election.** When the leader key has been vacant for one tick (so that
-every member has published a fresh state), each healthy replica with a
+**Election.** When the leader key is vacant, each healthy replica with a
 ledger reads the members' states, and the one with the highest applied seq
-(the smallest name among equals) takes the key. In sync mode only members
+(the smallest name among equals) takes the key. The states are final by
+then: a primary stops committing at least ``lease_ttl_s / 3`` before its
+key can lapse, and every member publishes its state each tick. In sync mode only members
 of the last published sync set are candidates, since only they hold every
 acknowledged record; an empty published set (``sync_fallback: async`` with
 no replica) makes every replica a candidate. The new primary stops its
@@ -72,6 +73,9 @@ from penin.observability.metrics import REPLICATION_METRICS
 
 log = structlog.get_logger("penin.ha")
 
+# The HA loop runs this many times per lease TTL: the primary renews its
+# lease each time, and a replica sees a vacant leader key within one tick.
+TICKS_PER_TTL = 10
 # How long a switchover waits for its target to hold every record.
 SWITCHOVER_CATCH_UP_S = 5.0
 # A short sync set is published (sync_fallback: async) no sooner than this
@@ -102,7 +106,7 @@ class ElectedMember(ClusterMember):
     ) -> None:
         super().__init__(node, cluster, ledger, token)
         self.coordinator = EtcdCoordinator(node, cluster)
-        self.tick_s = cluster.lease_ttl_s / 6
+        self.tick_s = cluster.lease_ttl_s / TICKS_PER_TTL
         self.margin_s = cluster.lease_ttl_s / 3
         self.leadership: Leadership | None = None
         self.sync: SyncReplicas | None = None
@@ -113,6 +117,8 @@ class ElectedMember(ClusterMember):
         self._writes_paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -276,7 +282,7 @@ class ElectedMember(ClusterMember):
             if handoff == self.node.name:
                 await self._take_over("switchover")
             return  # the switchover names another member
-        if now - self._vacant_since < self.tick_s or not self._sound():
+        if not self._sound():
             return
         members = await self.coordinator.members()
         eligible = await self._eligible(members)
@@ -357,8 +363,13 @@ class ElectedMember(ClusterMember):
     # -- the sync set --------------------------------------------------------------
 
     async def _keep_sync_set(self, lead: Leadership) -> None:
+        async with self._sync_lock:  # the HA loop, or a replica's confirmation
+            await self._change_sync_set(lead)
+
+    async def _change_sync_set(self, lead: Leadership) -> None:
         sync = self.sync
-        assert sync is not None
+        if sync is None:
+            return
         members = await self.coordinator.members()
         ttl = self.cluster.lease_ttl_s
 
@@ -480,8 +491,28 @@ class ElectedMember(ClusterMember):
 
     def confirm(self, replica: str, after_seq: int) -> None:
         super().confirm(replica, after_seq)
-        if self.sync is not None:
-            self.sync.confirm(replica, after_seq)
+        sync = self.sync
+        if sync is None or self.leadership is None:
+            return
+        sync.confirm(replica, after_seq)
+        # A replica that asks is alive: while the set is short, it joins at
+        # once rather than at the next tick, and is published once it holds
+        # what it must (a new primary's first writes wait for exactly this).
+        short = len(sync.published) + len(sync.joining) < sync.count
+        if short and replica not in sync.required:
+            sync.start_joining(replica, self.applied_seq())
+        if sync.ready_to_publish() and self._publishing is None:
+            self._publishing = asyncio.get_running_loop().create_task(
+                self._publish_ready(self.leadership)
+            )
+
+    async def _publish_ready(self, lead: Leadership) -> None:
+        try:
+            await self._keep_sync_set(lead)
+        except CoordinatorError as exc:
+            log.warning("replication.sync_set_not_published", error=str(exc))
+        finally:
+            self._publishing = None
 
     async def status(self) -> dict[str, Any]:
         """Every live member's published state, with its lag behind the primary
