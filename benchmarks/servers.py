@@ -67,10 +67,16 @@ def penin(*args: str) -> str:
     return done.stdout
 
 
-def spawn(name: str, command: list[str], env: dict[str, str], work: Path) -> Server:
-    port = free_port()
+def spawn(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    work: Path,
+    port: int | None = None,
+) -> Server:
+    port = port or free_port()
     log = work / f"{name}.log"
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:
         process = subprocess.Popen(
             [*command, "--port", str(port)],
             stdout=sink,
