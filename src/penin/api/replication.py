@@ -3,7 +3,8 @@
 Only members of the cluster may read it: every request carries the cluster
 token as a bearer token. ``/ledger`` says which log this primary writes;
 ``/records`` sends the records after a seq, waiting up to ``wait_s`` for
-the next commit when there are none yet (penin.ha.stream). Each request
+the next commit when there are none yet (penin.ha.stream); ``/snapshot``
+sends an online copy of the whole ledger to a new replica. Each request
 confirms the replica's position, from which the primary measures its lag
 (penin.ha.lag). A replica answers both with 503 ``not-primary``; a single
 node does not have these routes.
@@ -13,14 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import shutil
+import tempfile
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from penin.api.problems import Problem
 from penin.ha.member import ClusterMember
+from penin.ha.peer import MANIFEST_HEADER
 from penin.ha.stream import Batch, Head, Identity, encode_batch, note_tree_size
 from penin.ledger.errors import NotPrimaryError
 from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
@@ -66,6 +74,29 @@ async def identity(request: Request) -> Response:
     )
 
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.get("/snapshot", response_class=FileResponse)
+async def snapshot(request: Request) -> FileResponse:
+    """An online copy of this primary's ledger, for a new replica: the file as
+    ``penin ledger backup`` writes it, its manifest (tree size, root, signed
+    checkpoint, SHA-256) in the ``Penin-Snapshot-Manifest`` header. Writes go
+    on meanwhile; the replica streams what came after from the copy's size."""
+    member = _primary(request)
+    scratch = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=member.ledger.path.parent))
+    try:
+        manifest = await run_in_threadpool(member.ledger.backup, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    header = json.dumps(manifest.to_dict(), separators=(",", ":"))
+
+    return FileResponse(
+        scratch / manifest.file,
+        media_type="application/vnd.sqlite3",
+        headers={MANIFEST_HEADER: header},
+        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+    )
 
 
 @router.get("/records", response_model=Batch)

@@ -5,7 +5,9 @@ where its replicas stand. A **replica** marks its ledger as a replica's (so
 that nothing appends to it locally, the ``penin`` command included) and
 follows the primary. A replica whose data directory holds no ledger yet
 creates one with the primary's origin, after checking that the signing key
-beside it is the primary's, and then streams every record from seq 0.
+beside it is the primary's: from the primary's snapshot (an online copy,
+verified in full before it is used) when it has records, and then streams
+every record after it.
 
 ``ClusterMember`` does the work of both roles and the moves between them.
 Who holds which role is decided by its subclass: ``StaticMember`` here (the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +36,7 @@ from penin.ha.peer import PrimaryClient
 from penin.ha.static import STATIC_TERM
 from penin.ha.stream import CommitFeed, Head, Identity, note_tree_size
 from penin.ha.token import ClusterToken
+from penin.ledger.errors import LedgerError
 from penin.ledger.ledger import WORMLedger
 from penin.ledger.note import NoteError, Verifier
 from penin.ledger.record import Record
@@ -244,6 +248,8 @@ class ClusterMember:
                 f"the primary {identity.primary} signs with {theirs.name}+"
                 f"{theirs.key_id.hex()}; copy the primary's ledger.key here"
             )
+        if identity.tree_size > 0 and await self._restore_snapshot(primary_url):
+            return
         await asyncio.to_thread(self.ledger.initialize, identity.origin)
         log.info(
             "replication.bootstrapping",
@@ -251,6 +257,37 @@ class ClusterMember:
             origin=identity.origin,
             primary_tree_size=identity.tree_size,
         )
+
+    async def _restore_snapshot(self, primary_url: str) -> bool:
+        """Install the primary's snapshot as this ledger once it verifies in
+        full (``penin.ledger.backup.check_backup``); False, and nothing
+        installed, when the primary serves none (it streams from seq 0 then).
+        ClusterSetupError when what it sent does not verify."""
+        snapshot = self.ledger.path.with_name("bootstrap-snapshot.db")
+        manifest_path = snapshot.with_suffix(".manifest.json")
+        client = PrimaryClient(primary_url, self.token, self.node.name)
+        try:
+            manifest = await client.snapshot(snapshot)
+            manifest_path.write_text(json.dumps(manifest))
+            restored = await asyncio.to_thread(self.ledger.restore, snapshot)
+        except StreamError as exc:
+            log.warning("replication.snapshot_unavailable", error=str(exc))
+            return False
+        except LedgerError as exc:
+            raise ClusterSetupError(
+                f"the primary's snapshot does not verify, so it is not used: {exc}"
+            ) from None
+        finally:
+            await client.close()
+            snapshot.unlink(missing_ok=True)
+            manifest_path.unlink(missing_ok=True)
+        log.info(
+            "replication.bootstrapped_from_snapshot",
+            tree_size=restored.tree_size,
+            root=restored.root,
+        )
+
+        return True
 
     async def _identity(self, client: PrimaryClient) -> Identity:
         deadline = time.monotonic() + BOOTSTRAP_S

@@ -1,15 +1,19 @@
 """The HTTP client a replica talks to its primary with.
 
-Two calls, both authenticated with the cluster token: ``identity`` (which log
-the primary writes) and ``batch`` (the records after a seq, waiting up to a
-few seconds for new ones). Any failure — no connection, a timeout, a status
-other than 200, a body of the wrong shape — is a ``StreamError`` carrying the
-status when there was one, so the follower can tell a refusal from an outage.
+Three calls, all authenticated with the cluster token: ``identity`` (which
+log the primary writes), ``batch`` (the records after a seq, waiting up to a
+few seconds for new ones) and ``snapshot`` (an online copy of the primary's
+ledger with its manifest, for a new replica). Any failure — no connection, a
+timeout, a status other than 200, a body of the wrong shape — is a
+``StreamError`` carrying the status when there was one, so the follower can
+tell a refusal from an outage.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +24,11 @@ from penin.ha.token import ClusterToken
 
 IDENTITY_PATH = "/v1/replication/ledger"
 RECORDS_PATH = "/v1/replication/records"
+SNAPSHOT_PATH = "/v1/replication/snapshot"
+MANIFEST_HEADER = "Penin-Snapshot-Manifest"
+# A snapshot is the whole ledger: it may take long to copy and to send.
+SNAPSHOT_S = 3600.0
+_CHUNK = 1 << 20
 # Beyond the primary's wait, time for the answer itself to arrive.
 ANSWER_S = 10.0
 CONNECT_S = 3.0
@@ -49,6 +58,38 @@ class PrimaryClient:
         }
 
         return await self._get(RECORDS_PATH, params, Batch, wait_s=wait_s)
+
+    async def snapshot(self, target: Path) -> dict[str, Any]:
+        """Download the primary's snapshot into ``target``; its manifest.
+
+        The file is written as it arrives and fsynced; nothing in it is
+        trusted before ``penin.ledger.backup.check_backup`` verifies it.
+        """
+        url = self.url + SNAPSHOT_PATH
+        timeout = aiohttp.ClientTimeout(total=SNAPSHOT_S, sock_connect=CONNECT_S)
+        try:
+            async with self._client().get(
+                url, headers=self._token.headers(), timeout=timeout
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    raise StreamError(
+                        url, _refusal(response.status, body), status=response.status
+                    )
+                manifest = json.loads(response.headers.get(MANIFEST_HEADER, "null"))
+                with target.open("wb") as sink:
+                    async for chunk in response.content.iter_chunked(_CHUNK):
+                        sink.write(chunk)
+                    sink.flush()
+                    os.fsync(sink.fileno())
+        except TimeoutError:
+            raise StreamError(url, "no snapshot in time") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise StreamError(url, f"cannot fetch the snapshot: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise StreamError(url, f"the snapshot came without its {MANIFEST_HEADER}")
+
+        return manifest
 
     async def _get(
         self, path: str, params: dict[str, Any], model: type[W], *, wait_s: float
