@@ -80,9 +80,11 @@ class NotPrimaryError(LedgerError):
     def __init__(
         self, path: object, primary: str | None, primary_url: str | None
     ) -> None:
-        self.primary = primary
-        self.primary_url = primary_url
-        if primary is None or primary_url is None:
+        # A member of an elected cluster marks its file with empty names
+        # while it knows no primary.
+        self.primary = primary or None
+        self.primary_url = primary_url or None
+        if not primary or not primary_url:
             super().__init__(
                 f"{path} is not the primary's ledger, and no primary is elected "
                 "right now; retry in a second"
