@@ -18,25 +18,24 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from penin.ledger import apply, merkle, store
+from penin.ledger import apply, keyfile, merkle, proofs, store
 from penin.ledger import backup as backups
 from penin.ledger.backup import Manifest
 from penin.ledger.errors import (
     CheckpointRefusedError,
     KeyFileError,
     LedgerError,
-    LedgerUnavailableError,
     NotALedgerError,
     RecordNotFoundError,
     TreeSizeError,
 )
 from penin.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
+from penin.ledger.proofs import ConsistencyProof, Proof
 from penin.ledger.record import (
     Record,
     canonical_payload,
@@ -47,7 +46,7 @@ from penin.ledger.record import (
     parse_ts,
 )
 from penin.ledger.verify import Progress, VerifyReport, verify_file
-from penin.ledger.writer import Entry, Fence, Listener, Writer
+from penin.ledger.writer import Acknowledger, Entry, Fence, Listener, Writer
 from penin.observability.metrics import LEDGER_METRICS
 
 log = structlog.get_logger("penin.ledger")
@@ -56,46 +55,7 @@ MAX_QUERY_LIMIT = 1000
 MAX_SQLITE_INT = 2**63 - 1
 
 
-class Acknowledger(Protocol):
-    """What a cluster's primary checks before an append is acknowledged: that
-    it still leads, and in sync mode that enough replicas stored the records.
-    Each method raises LedgerError (NotPrimaryError, SyncReplicationError)
-    when the append must not be acknowledged; the records stay written."""
-
-    async def acknowledge(self, records: Sequence[Record]) -> None: ...
-
-    def acknowledge_blocking(self, records: Sequence[Record]) -> None: ...
-
-
 NewRecord = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str | None]
-
-
-@dataclass(frozen=True)
-class Proof:
-    leaf_index: int
-    tree_size: int
-    hashes: list[bytes]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "leaf_index": self.leaf_index,
-            "tree_size": self.tree_size,
-            "hashes": [h.hex() for h in self.hashes],
-        }
-
-
-@dataclass(frozen=True)
-class ConsistencyProof:
-    old_size: int
-    new_size: int
-    hashes: list[bytes]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "old_size": self.old_size,
-            "new_size": self.new_size,
-            "hashes": [h.hex() for h in self.hashes],
-        }
 
 
 class WORMLedger:
@@ -139,7 +99,7 @@ class WORMLedger:
 
     def _create(self, origin: str | None) -> None:
         origin = origin or f"penin.local/ledger/{secrets.token_hex(4)}"
-        signer = self._load_or_create_key(origin)
+        signer = keyfile.load_or_create(self.key_path, origin)
         tmp = self.path.with_name(self.path.name + ".creating")
         tmp.unlink(missing_ok=True)
         conn = store.connect(tmp)
@@ -155,41 +115,8 @@ class WORMLedger:
         tmp.replace(self.path)
         log.info("ledger.created", path=str(self.path), origin=origin)
 
-    def _load_or_create_key(self, origin: str) -> Signer:
-        if self.key_path.exists():
-            return self.read_key()
-        try:
-            signer = Signer.generate(origin)
-        except NoteError as exc:
-            raise LedgerError(f"origin {origin!r} cannot name a key: {exc}") from None
-        try:
-            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise LedgerUnavailableError(
-                f"cannot create key file {self.key_path}: {exc.strerror}"
-            ) from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(signer.to_skey() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-        return signer
-
     def read_key(self) -> Signer:
-        try:
-            text = self.key_path.read_text()
-        except FileNotFoundError:
-            raise KeyFileError(
-                f"signing key {self.key_path} is missing; restore it from your backup"
-            ) from None
-        except OSError as exc:
-            raise KeyFileError(
-                f"cannot read signing key {self.key_path}: {exc.strerror}"
-            ) from None
-        try:
-            return Signer.from_skey(text)
-        except NoteError as exc:
-            raise KeyFileError(f"{self.key_path} is not a signing key: {exc}") from None
+        return keyfile.read(self.key_path)
 
     def _open(self) -> None:
         with self._lock:
@@ -515,63 +442,16 @@ class WORMLedger:
 
         return [store.record_from_row(r) for r in rows]
 
-    # -- tree --------------------------------------------------------------
-
-    def _check_size(self, size: int, current: int) -> None:
-        if not 0 <= size <= current:
-            raise TreeSizeError(
-                f"tree size {size} is beyond the log, which has {current} records"
-            )
-
-    def _proof_hashes(
-        self, conn: sqlite3.Connection, ranges: list[merkle.Range]
-    ) -> list[bytes]:
-        tiles = [t for r in ranges for t in merkle.complete_subtrees(*r)]
-        found = store.subtree_hashes(conn, tiles)
-        missing = set(tiles) - found.keys()
-        if missing:
-            raise LedgerError(
-                f"{self.path}: stored subtrees {sorted(missing)[:3]} are missing; "
-                "run 'penin ledger verify'"
-            )
-
-        return merkle.proof_from_subtrees(ranges, found.__getitem__)
+    # -- tree (penin.ledger.proofs) -----------------------------------------
 
     def root(self, tree_size: int | None = None) -> bytes:
-        conn = self._reader()
-        current = store.tree_size(conn)
-        size = current if tree_size is None else tree_size
-        self._check_size(size, current)
-        if size == 0:
-            return merkle.EMPTY_ROOT
-
-        return self._proof_hashes(conn, [(0, size)])[0]
+        return proofs.root(self._reader(), self.path, tree_size)
 
     def inclusion_proof(self, seq: int, tree_size: int | None = None) -> Proof:
-        conn = self._reader()
-        current = store.tree_size(conn)
-        size = current if tree_size is None else tree_size
-        self._check_size(size, current)
-        if not 0 <= seq < size:
-            raise TreeSizeError(
-                f"seq {seq} is not in a tree of size {size}; "
-                "ask for a larger --tree-size"
-            )
-        hashes = self._proof_hashes(conn, merkle.inclusion_ranges(seq, size))
-
-        return Proof(seq, size, hashes)
+        return proofs.inclusion(self._reader(), self.path, seq, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
-        conn = self._reader()
-        current = store.tree_size(conn)
-        self._check_size(new_size, current)
-        if not 0 <= old_size <= new_size:
-            raise TreeSizeError(
-                f"cannot prove size {old_size} against the smaller size {new_size}"
-            )
-        hashes = self._proof_hashes(conn, merkle.consistency_ranges(old_size, new_size))
-
-        return ConsistencyProof(old_size, new_size, hashes)
+        return proofs.consistency(self._reader(), self.path, old_size, new_size)
 
     # -- checkpoints -------------------------------------------------------
 
@@ -614,8 +494,7 @@ class WORMLedger:
         """
         checkpoint = apply.open_checkpoint_of(note, self.verifier, self.origin)
         size = checkpoint.tree_size
-        self._check_size(size, self.count_records())
-        apply.check_root(checkpoint, self.root(size))
+        apply.check_root(checkpoint, self.root(size))  # TreeSizeError if beyond
         latest = self.latest_checkpoint()
         if latest is not None:
             previous = open_checkpoint(latest, self.verifier)

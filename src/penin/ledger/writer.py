@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -41,6 +42,19 @@ MAX_BATCH_RECORDS = 4096
 
 # Called from the writer's thread with the tree size after a commit.
 Listener = Callable[[int], None]
+
+
+class Acknowledger(Protocol):
+    """What a cluster's primary checks before an append is acknowledged: that
+    it still leads, and in sync mode that enough replicas stored the records.
+    Each method raises LedgerError (NotPrimaryError, SyncReplicationError)
+    when the append must not be acknowledged; the records stay written."""
+
+    async def acknowledge(self, records: Sequence[Record]) -> None: ...
+
+    def acknowledge_blocking(self, records: Sequence[Record]) -> None: ...
+
+
 # Asked just before each commit that adds records: None lets it commit, an
 # error refuses every append of the batch (nothing of it is written).
 Fence = Callable[[], NotPrimaryError | None]
