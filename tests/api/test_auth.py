@@ -33,6 +33,8 @@ class Route:
     url: str
     body: dict[str, Any] | None = None
     action: str | None = None
+    # What a key of the right scope gets on this single node, when not 2xx.
+    single_node: int | None = None
 
 
 GUARD_INPUT = {
@@ -76,6 +78,14 @@ ROUTES = {
         "/v1/policy/penin/guard/verdict",
         {"input": GUARD_INPUT},
         action="evaluate_policy",
+    ),
+    "GET /v1/cluster": Route(Scope.READ, "/v1/cluster", single_node=404),
+    "POST /v1/cluster/switchover": Route(
+        Scope.ADMIN,
+        "/v1/cluster/switchover",
+        {"to": "n2"},
+        action="switchover",
+        single_node=404,
     ),
     "GET /v1/models": Route(Scope.ROUTE, "/v1/models"),
     "POST /v1/chat/completions": Route(
@@ -246,7 +256,9 @@ def test_a_route_admits_only_live_keys_of_its_scope(
         )
 
     expected = _expected(credential, route.scope)
-    if expected == 200:
+    if expected == 200 and route.single_node is not None:
+        assert_problem(response, route.single_node, "not-found")
+    elif expected == 200:
         assert 200 <= response.status_code < 300, response.text
     elif expected == 401:
         assert_problem(response, 401, "unauthorized")

@@ -94,14 +94,16 @@ def test_with_no_replica_left_a_strict_primary_refuses_to_acknowledge(
         sync_trio.start("n2")
         retried = wait_for(
             lambda: (
-                r := http.post(
-                    f"{sync_trio.url('n1')}/v1/ledger/records",
-                    json={"event_type": "test.write", "payload": {"x": 1}},
-                    headers={"Idempotency-Key": "strict-1"},
-                )
-            ).status_code
-            == 200
-            and r,
+                (
+                    r := http.post(
+                        f"{sync_trio.url('n1')}/v1/ledger/records",
+                        json={"event_type": "test.write", "payload": {"x": 1}},
+                        headers={"Idempotency-Key": "strict-1"},
+                    )
+                ).status_code
+                == 200
+                and r
+            ),
             20,
             "the retried write to be acknowledged",
         )

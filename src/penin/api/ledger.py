@@ -145,6 +145,11 @@ class AppendEndpoint:
         if idempotency_key is not None and (
             found := ledger.find_idempotent(idempotency_key)
         ):
+            # A replay acknowledges the record as much as the first answer
+            # would have: a primary whose lease is lapsing, or whose sync set
+            # does not hold the record yet, must refuse it the same way.
+            if ledger.acknowledger is not None:
+                await ledger.acknowledger.acknowledge([found])
             await _send_record(send, found, 200, (b"idempotent-replayed", b"true"))
             return
         record = await ledger.append_record_async(
