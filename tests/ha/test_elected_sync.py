@@ -110,3 +110,23 @@ def test_with_no_replica_left_a_strict_primary_refuses_to_acknowledge(
 
     assert retried.json()["seq"] == problem["seq"]
     assert retried.headers["idempotent-replayed"] == "true"
+
+
+def test_the_primary_signs_no_checkpoint_over_records_its_replicas_lack(
+    sync_trio: ElectedCluster,
+) -> None:
+    sync_trio.start_all()
+    token = sync_trio.token_of(Scope.ADMIN)
+    sync_trio.kill("n2")
+    sync_trio.kill("n3")
+
+    with httpx.Client(headers=bearer(token), timeout=30) as http:
+        unreplicated = http.post(
+            f"{sync_trio.url('n1')}/v1/ledger/records",
+            json={"event_type": "test.write", "payload": {"x": 2}},
+        )
+        note = http.post(f"{sync_trio.url('n1')}/v1/ledger/checkpoint")
+
+    seq = assert_problem(unreplicated, 503, "sync-replication-timeout")["seq"]
+    assert note.status_code == 200, note.text
+    assert int(note.text.split("\n")[1]) <= seq  # the record at seq is left out

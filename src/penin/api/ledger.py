@@ -16,7 +16,9 @@ from penin.api.auth import admit, authenticate, check_token, require, wrong_scop
 from penin.api.node import Node
 from penin.api.problems import Problem
 from penin.keys import Scope
+from penin.ledger.errors import NotPrimaryError
 from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
+from penin.ledger.note import open_checkpoint
 from penin.ledger.record import MAX_IDEMPOTENCY_KEY_CHARS, Record
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
@@ -263,8 +265,22 @@ def get_checkpoint(request: Request) -> str:
 
 @router.post("/checkpoint", response_class=PlainTextResponse, dependencies=[AppendKey])
 def sign_checkpoint(request: Request) -> str:
-    """Sign the current tree head now and return the note."""
-    return _node(request).ledger.checkpoint()
+    """Sign the current tree head now and return the note. On a cluster's
+    primary, the head as far as the replicas that may replace it hold it."""
+    node = _node(request)
+    size = node.signable_size()
+    if size is None:
+        member = node.cluster
+        assert member is not None  # a single node may always sign
+        raise NotPrimaryError(node.ledger.path, member.primary, member.primary_url)
+    latest = node.ledger.latest_checkpoint()
+    if (
+        latest is not None
+        and open_checkpoint(latest, node.ledger.verifier).tree_size >= size
+    ):
+        return latest
+
+    return node.ledger.checkpoint(size)
 
 
 @router.get("/vkey", response_class=PlainTextResponse, dependencies=[ReadKey])

@@ -202,12 +202,22 @@ class Node:
                 log.error("ledger.checkpoint_failed", error=str(exc))
 
     def _checkpoint_if_grown(self) -> None:
-        if self.cluster is not None and not self.cluster.is_primary:
+        size = self.signable_size()
+        if size is None:
             return  # only the primary signs; a replica stores its checkpoints
         signed = self._last_checkpoint.tree_size if self._last_checkpoint else 0
-        if self.ledger.count_records() > signed:
-            self.ledger.checkpoint()
+        if size > signed:
+            self.ledger.checkpoint(size)
             self._note_latest_checkpoint()
+
+    def signable_size(self) -> int | None:
+        """The tree size this node may sign now; None if it may sign none (a
+        replica, or a primary losing its lease: ``ClusterMember.signable_size``)."""
+        size = self.ledger.count_records()
+        if self.cluster is None:
+            return size
+
+        return self.cluster.signable_size(size)
 
     def _note_latest_checkpoint(self) -> None:
         latest = self.ledger.latest_checkpoint_entry()

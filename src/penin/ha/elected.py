@@ -514,6 +514,27 @@ class ElectedMember(ClusterMember):
         finally:
             self._publishing = None
 
+    def signable_size(self, tree_size: int) -> int | None:
+        """A signed checkpoint is a promise to every auditor that holds it, so
+        a primary signs only records the next primary will hold too: in sync
+        mode those every member of the sync set confirmed, else those the most
+        advanced replica confirmed (the election prefers it); the whole log
+        while no replica has asked. None once it may not acknowledge."""
+        if not self.is_primary or self._fence() is not None:
+            return None
+        sync = self.sync
+        if sync is not None and sync.count > 0 and not sync.degraded:
+            if len(sync.published) < sync.count:
+                return None
+            held = min(sync.confirmed(name) for name in sync.published) + 1
+            return min(tree_size, held)
+        positions = {} if self.positions is None else self.positions.report()
+        if not positions:
+            return tree_size
+
+        held = max(int(p["applied_seq"]) for p in positions.values()) + 1
+        return min(tree_size, held)
+
     async def status(self) -> dict[str, Any]:
         """Every live member's published state, with its lag behind the primary
         in records (and in seconds, asked on the primary); CoordinatorError if

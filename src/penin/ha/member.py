@@ -375,6 +375,13 @@ class ClusterMember:
             "members": dict(sorted(members.items())),
         }
 
+    def signable_size(self, tree_size: int) -> int | None:
+        """Up to which size this member may sign a checkpoint of a log of
+        ``tree_size`` records; None when it must sign none (not the primary).
+
+        A static primary leads for good: the whole log."""
+        return tree_size if self.is_primary else None
+
     # -- acknowledging writes (penin.ledger.ledger.Acknowledger) ------------------
 
     async def acknowledge(self, records: Sequence[Record]) -> None:

@@ -466,11 +466,13 @@ class WORMLedger:
 
         return None if row is None else (str(row[0]), str(row[1]))
 
-    def checkpoint(self) -> str:
-        """Sign the current tree head, after proving it extends the last one."""
+    def checkpoint(self, tree_size: int | None = None) -> str:
+        """Sign the tree head at ``tree_size`` (the whole log when None), after
+        proving it extends the last checkpoint; TreeSizeError beyond the log
+        or below the last checkpoint."""
         signer = self.signer()
         conn = self._reader()
-        size = store.tree_size(conn)
+        size = store.tree_size(conn) if tree_size is None else tree_size
         existing = conn.execute(
             "SELECT note FROM checkpoints WHERE tree_size = ?", (size,)
         ).fetchone()
