@@ -16,27 +16,22 @@ import bisect
 import itertools
 import json
 import os
-import threading
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from elected_cluster import ElectedCluster
+from elected_cluster import RECOVERY_BOUND_S, Ack, ElectedCluster
 
 from harness import bearer, wait_for
 from penin.ledger import merkle
 from penin.ledger.ledger import WORMLedger
 from penin.ledger.note import Checkpoint, open_checkpoint
 
-# A client gives up on a member that does not answer (paused, cut off) after this.
-CLIENT_TIMEOUT_S = 2.0
 # Generous bounds: the machine is shared, so timings are recorded, not judged.
-RECOVERY_BOUND_S = 30.0
 SETTLE_S = 30.0
 
 
@@ -107,109 +102,6 @@ class ChaosCluster(ElectedCluster):
 
 
 # -- writers -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ack:
-    """One acknowledged append: the record and who answered it, when."""
-
-    seq: int
-    leaf_hash: str
-    term: int
-    node: str
-    sent: float
-    received: float
-    # A retried key answered with the record stored before (200, not 201):
-    # its term is the record's, not the answering member's.
-    replayed: bool
-
-
-@dataclass
-class Writers:
-    """``count`` clients appending without pause to whichever member is the
-    primary, each keeping every acknowledgement it got.
-
-    A client sends each record under a fresh Idempotency-Key and retries it
-    until it is acknowledged: a 503 naming the primary is followed, anything
-    else (refusal, timeout, dead connection) sends it to the next member.
-    """
-
-    cluster: ElectedCluster
-    token: str
-    count: int = 2
-    acks: list[Ack] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> Writers:
-        for index in range(self.count):
-            thread = threading.Thread(target=self._run, args=(index,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(3 * CLIENT_TIMEOUT_S)
-        assert not any(thread.is_alive() for thread in self._threads)
-
-    def snapshot(self) -> list[Ack]:
-        with self._lock:
-            return list(self.acks)
-
-    def wait_more(self, count: int, timeout: float = RECOVERY_BOUND_S) -> None:
-        """Until ``count`` more appends than now are acknowledged."""
-        target = len(self.snapshot()) + count
-        wait_for(
-            lambda: len(self.snapshot()) >= target, timeout, f"{target} acknowledged"
-        )
-
-    def _run(self, index: int) -> None:
-        names = self.cluster.names
-        by_url = {self.cluster.url(name): name for name in names}
-        turn = itertools.count(index)
-        target = self.cluster.url(names[index % len(names)])
-        with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=bearer(self.token)) as http:
-            while not self._stop.is_set():
-                key = uuid.uuid4().hex
-                while not self._stop.is_set():
-                    sent = time.monotonic()
-                    try:
-                        answer: httpx.Response | None = http.post(
-                            f"{target}/v1/ledger/records",
-                            json={"event_type": "test.write", "payload": {"k": key}},
-                            headers={"Idempotency-Key": key},
-                        )
-                    except httpx.TransportError:
-                        answer = None
-                    if answer is not None and answer.status_code in (200, 201):
-                        self._keep(answer, by_url[target], sent)
-                        break
-                    location = (
-                        None if answer is None else answer.headers.get("location")
-                    )
-                    if location:
-                        target = location.split("/v1/")[0]
-                    else:
-                        target = self.cluster.url(names[next(turn) % len(names)])
-                        time.sleep(0.05)
-
-    def _keep(self, answer: httpx.Response, node: str, sent: float) -> None:
-        body = answer.json()
-        ack = Ack(
-            seq=body["seq"],
-            leaf_hash=body["leaf_hash"],
-            term=body["term"],
-            node=node,
-            sent=sent,
-            received=time.monotonic(),
-            replayed=answer.status_code == 200,
-        )
-        with self._lock:
-            self.acks.append(ack)
 
 
 # -- what a scenario measures ------------------------------------------------------

@@ -4,13 +4,15 @@ Each member has its own data directory, port, config file and log. ``n1``'s
 ledger is created first (as an operator does with ``penin ledger init``) and
 the cluster's signing key is copied beside every other member's data. The
 members share the etcd the test gives, under a cluster name of their own.
-``Writer`` appends without pause to whichever member is the primary and
-keeps what was acknowledged. Every member started is stopped by ``stop_all``.
+``Writers`` append without pause to whichever member is the primary and
+keep what was acknowledged, by whom, in which term and when. Every member
+started is stopped by ``stop_all``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import secrets
 import shutil
 import signal
@@ -31,6 +33,9 @@ from penin.ledger.ledger import WORMLedger
 
 ORIGIN = "test.local/elected"
 ELECTION_S = 15.0
+# A writer gives a member this long to answer before it asks the next one.
+CLIENT_TIMEOUT_S = 2.0
+RECOVERY_BOUND_S = 30.0
 
 Row = tuple[Any, ...]
 
@@ -192,51 +197,76 @@ class ElectedCluster:
         wait_for(identical, timeout, f"{', '.join(names)} to hold the same records")
 
 
-@dataclass
-class Writer:
-    """Appends to the cluster's primary until stopped; keeps what was acknowledged.
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged append: the record and who answered it, when."""
 
-    On a refusal or a dead connection it asks the next member; a 503 naming
-    the primary (``Location``) is followed. Every append has an idempotency
-    key, so a retry of one that was stored but not answered is harmless.
+    seq: int
+    leaf_hash: str
+    term: int
+    node: str
+    sent: float
+    received: float
+    # A retried key answered with the record stored before (200, not 201):
+    # its term is the record's, not the answering member's.
+    replayed: bool
+
+
+@dataclass
+class Writers:
+    """``count`` clients appending without pause to whichever member is the
+    primary, each keeping every acknowledgement it got.
+
+    A client sends each record under a fresh Idempotency-Key and retries it
+    until it is acknowledged: a 503 naming the primary is followed, anything
+    else (refusal, timeout, dead connection) sends it to the next member.
     """
 
     cluster: ElectedCluster
     token: str
-    acknowledged: list[tuple[int, str]] = field(default_factory=list)
-    # The term of each acknowledged record, in the same order.
-    terms: list[int] = field(default_factory=list)
-    # (time.monotonic(), seq) of each acknowledgement, to time a fault.
-    times: list[tuple[float, int]] = field(default_factory=list)
-    refused: int = 0
+    count: int = 2
+    acks: list[Ack] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> Writer:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    def start(self) -> Writers:
+        for index in range(self.count):
+            thread = threading.Thread(target=self._run, args=(index,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        assert self._thread is not None
-        self._thread.join(30)
+        for thread in self._threads:
+            thread.join(3 * CLIENT_TIMEOUT_S)
+        assert not any(thread.is_alive() for thread in self._threads)
 
-    def wait_acknowledged(self, count: int, timeout: float = ELECTION_S) -> None:
+    def snapshot(self) -> list[Ack]:
+        with self._lock:
+            return list(self.acks)
+
+    def wait_more(self, count: int, timeout: float = RECOVERY_BOUND_S) -> None:
+        """Until ``count`` more appends than now are acknowledged."""
+        target = len(self.snapshot()) + count
         wait_for(
-            lambda: len(self.acknowledged) >= count, timeout, f"{count} acknowledged"
+            lambda: len(self.snapshot()) >= target, timeout, f"{target} acknowledged"
         )
 
-    def _run(self) -> None:
-        names = list(self.cluster.names)
-        target = self.cluster.url(names[0])
-        turn = 0
-        with httpx.Client(timeout=2.0, headers=bearer(self.token)) as http:
+    def _run(self, index: int) -> None:
+        names = self.cluster.names
+        by_url = {self.cluster.url(name): name for name in names}
+        turn = itertools.count(index)
+        target = self.cluster.url(names[index % len(names)])
+        with httpx.Client(timeout=CLIENT_TIMEOUT_S, headers=bearer(self.token)) as http:
             while not self._stop.is_set():
                 key = uuid.uuid4().hex
                 while not self._stop.is_set():
+                    sent = time.monotonic()
                     try:
-                        answer = http.post(
+                        answer: httpx.Response | None = http.post(
                             f"{target}/v1/ledger/records",
                             json={"event_type": "test.write", "payload": {"k": key}},
                             headers={"Idempotency-Key": key},
@@ -244,18 +274,27 @@ class Writer:
                     except httpx.TransportError:
                         answer = None
                     if answer is not None and answer.status_code in (200, 201):
-                        body = answer.json()
-                        self.acknowledged.append((body["seq"], body["leaf_hash"]))
-                        self.terms.append(body["term"])
-                        self.times.append((time.monotonic(), body["seq"]))
+                        self._keep(answer, by_url[target], sent)
                         break
-                    self.refused += 1
                     location = (
                         None if answer is None else answer.headers.get("location")
                     )
                     if location:
                         target = location.split("/v1/")[0]
                     else:
-                        turn += 1
-                        target = self.cluster.url(names[turn % len(names)])
+                        target = self.cluster.url(names[next(turn) % len(names)])
                         time.sleep(0.05)
+
+    def _keep(self, answer: httpx.Response, node: str, sent: float) -> None:
+        body = answer.json()
+        ack = Ack(
+            seq=body["seq"],
+            leaf_hash=body["leaf_hash"],
+            term=body["term"],
+            node=node,
+            sent=sent,
+            received=time.monotonic(),
+            replayed=answer.status_code == 200,
+        )
+        with self._lock:
+            self.acks.append(ack)

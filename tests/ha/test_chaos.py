@@ -21,10 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chaos import (
-    RECOVERY_BOUND_S,
-    Ack,
     ChaosCluster,
-    Writers,
     check_ledgers,
     check_none_lost,
     check_one_node_per_term,
@@ -34,6 +31,7 @@ from chaos import (
     record_times,
     settle,
 )
+from elected_cluster import RECOVERY_BOUND_S, Ack, Writers
 from etcd_link import EtcdLink, etcd_links
 
 from etcdd import EtcdCluster3

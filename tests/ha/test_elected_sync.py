@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from elected_cluster import ElectedCluster, Writer
+from elected_cluster import ElectedCluster, Writers
 
 from etcdd import EtcdServer
 from harness import assert_problem, bearer, wait_for
@@ -61,17 +61,16 @@ def test_killing_the_sync_primary_loses_no_acknowledged_write(
     sync_trio: ElectedCluster,
 ) -> None:
     sync_trio.start_all()
-    writer = Writer(sync_trio, sync_trio.token_of(Scope.APPEND)).start()
-    writer.wait_acknowledged(30)
+    writers = Writers(sync_trio, sync_trio.token_of(Scope.APPEND)).start()
+    writers.wait_more(30)
 
     sync_trio.kill("n1")
-    before = len(writer.acknowledged)
     new = sync_trio.wait_for_primary(other_than="n1")
-    writer.wait_acknowledged(before + 30)
-    writer.stop()
+    writers.wait_more(30)
+    writers.stop()
 
     held = set(sync_trio.leaf_hashes(new))
-    lost = [ack for ack in writer.acknowledged if ack[1] not in held]
+    lost = [ack for ack in writers.acks if ack.leaf_hash not in held]
     assert lost == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from elected_cluster import ElectedCluster, Writer
+from elected_cluster import ElectedCluster, Writers
 
 from etcdd import EtcdServer
 from harness import assert_problem, bearer, penin, wait_for
@@ -36,8 +36,8 @@ def test_a_switchover_under_load_moves_the_lead_and_loses_nothing(
     sync_trio: ElectedCluster,
 ) -> None:
     admin = sync_trio.token_of(Scope.ADMIN)
-    writer = Writer(sync_trio, sync_trio.token_of(Scope.APPEND)).start()
-    writer.wait_acknowledged(20)
+    writers = Writers(sync_trio, sync_trio.token_of(Scope.APPEND)).start()
+    writers.wait_more(20)
     sync_trio.wait_following("n2", "n3")
 
     # Sent to a replica, it follows the answer to the primary.
@@ -45,16 +45,15 @@ def test_a_switchover_under_load_moves_the_lead_and_loses_nothing(
                          "--url", sync_trio.url("n2"))  # fmt: skip
     assert code == 0, err
     assert "n1 -> n3" in out
-    before = len(writer.acknowledged)
-    writer.wait_acknowledged(before + 20)
-    writer.stop()
+    writers.wait_more(20)
+    writers.stop()
 
     assert sync_trio.primaries() == ["n3"]
     paused = float(out.split("writes paused ")[1].split(" s")[0])
     assert paused < 2.0
     sync_trio.wait_until_identical("n3", "n1", "n2")
     held = set(sync_trio.leaf_hashes("n3"))
-    assert [ack for ack in writer.acknowledged if ack[1] not in held] == []
+    assert [ack for ack in writers.acks if ack.leaf_hash not in held] == []
     terms = [row[4] for row in sync_trio.rows("n3")]
     assert terms == sorted(terms)
 

@@ -108,9 +108,13 @@ class ClusterMember:
         self.cluster = cluster
         self.ledger = ledger
         self.token = token
-        self.role: Role = "replica"
-        self.primary: str | None = None
-        self.primary_url: str | None = None
+        # The configured primary (coordinator: static); with etcd none is
+        # known until one is elected, and every member starts as a replica.
+        self.primary: str | None = cluster.primary
+        self.primary_url: str | None = cluster.primary_url
+        if node.name == cluster.primary:
+            self.primary_url = node.advertise_url
+        self.role: Role = "primary" if node.name == cluster.primary else "replica"
         self.term = 0
         self.feed: CommitFeed | None = None
         self.positions: ReplicaPositions | None = None
@@ -394,19 +398,6 @@ class ClusterMember:
 class StaticMember(ClusterMember):
     """``coordinator: static``: the configured primary leads in term 1, for
     good; every other member follows it at ``cluster.primary_url``."""
-
-    def __init__(
-        self,
-        node: NodeConfig,
-        cluster: ClusterConfig,
-        ledger: WORMLedger,
-        token: ClusterToken,
-    ) -> None:
-        super().__init__(node, cluster, ledger, token)
-        assert cluster.primary is not None  # a static cluster always names it
-        self.primary = cluster.primary
-        self.primary_url = cluster.primary_url or node.advertise_url
-        self.role = "primary" if node.name == cluster.primary else "replica"
 
     async def start(self) -> None:
         assert self.primary is not None

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from penin.ledger.backup import fsync_path
 from penin.ledger.ledger import WORMLedger
 
 log = structlog.get_logger("penin.ha")
@@ -56,7 +57,7 @@ def quarantine(ledger: WORMLedger, reason: dict[str, Any]) -> dict[str, Any]:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_directory(ledger.path.parent)
+    fsync_path(ledger.path.parent)
     log.warning(
         "replication.quarantined",
         directory=str(destination),
@@ -78,11 +79,3 @@ def _fresh_directory(parent: Path) -> Path:
             continue
         return candidate
     raise FileExistsError(f"no free quarantine directory under {parent}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -59,7 +59,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory's entries) to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -89,7 +90,7 @@ def backup(ledger: WORMLedger, dest_dir: Path) -> Manifest:
     finally:
         source.close()
     note = _sign_copy(ledger, partial, size, signer)
-    _fsync(partial)
+    fsync_path(partial)
     partial.replace(target)
     root = open_checkpoint(note, signer.verifier).root
     manifest = Manifest(
@@ -103,7 +104,7 @@ def backup(ledger: WORMLedger, dest_dir: Path) -> Manifest:
     )
     manifest_path = target.with_suffix(".manifest.json")
     manifest_path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    _fsync(manifest_path)
+    fsync_path(manifest_path)
     log.info("ledger.backup_written", file=str(target), tree_size=size)
 
     return manifest
@@ -192,7 +193,7 @@ def restore(ledger: WORMLedger, backup_file: Path, *, force: bool = False) -> Ma
     ledger.close()
     staging = ledger.path.with_name(ledger.path.name + ".restoring")
     shutil.copyfile(backup_file, staging)
-    _fsync(staging)
+    fsync_path(staging)
     if ledger.path.exists():
         aside = ledger.path.with_name(
             f"{ledger.path.name}.replaced-{datetime.now(UTC).strftime(_STAMP)}"
