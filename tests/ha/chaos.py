@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from elected_cluster import RECOVERY_BOUND_S, Ack, ElectedCluster
 
 from harness import bearer, wait_for
@@ -56,17 +55,13 @@ class ChaosCluster(ElectedCluster):
         self.endpoints_of = endpoints_of or {}
         self.checkpoint_interval_s = checkpoint_interval_s
 
-    def config(self, name: str) -> Path:
-        path = self.root / f"{name}.yaml"
+    def settings(self, name: str) -> dict[str, Any]:
         endpoints = self.endpoints_of.get(name, self.etcd_endpoints)
-        body = {
-            "node": {"name": name, "advertise_url": self.url(name)},
+        return {
+            **super().settings(name),
             "cluster": {**self.cluster_section, "etcd_endpoints": endpoints},
             "ledger": {"checkpoint_interval_s": self.checkpoint_interval_s},
         }
-        path.write_text(yaml.safe_dump(body))
-
-        return path
 
     def ledger_path(self, name: str) -> Path:
         return self.data_dir(name) / "ledger.db"

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+from members import Members
 
-from harness import LiveServer, bearer, free_port, node_env, start_server, wait_for
+from harness import bearer, wait_for
 from penin.keys import Scope
 from penin.ledger.ledger import WORMLedger
 
@@ -37,10 +37,8 @@ ELECTION_S = 15.0
 CLIENT_TIMEOUT_S = 2.0
 RECOVERY_BOUND_S = 30.0
 
-Row = tuple[Any, ...]
 
-
-class ElectedCluster:
+class ElectedCluster(Members):
     def __init__(
         self,
         root: Path,
@@ -48,8 +46,7 @@ class ElectedCluster:
         names: tuple[str, ...] = ("n1", "n2", "n3"),
         **cluster: Any,
     ) -> None:
-        self.root = root
-        self.names = names
+        super().__init__(root, names)
         self.etcd_endpoints = etcd_endpoints
         self.cluster_section = {
             "coordinator": "etcd",
@@ -59,10 +56,6 @@ class ElectedCluster:
             "lease_ttl_s": 3,
             **cluster,
         }
-        self.token = secrets.token_hex(24)
-        self.ports = {name: free_port() for name in names}
-        self.servers: dict[str, LiveServer] = {}
-        self.env = node_env(PENIN_CLUSTER_TOKEN=self.token)
         first = self.data_dir(names[0])
         first.mkdir(parents=True)
         WORMLedger(first / "ledger.db").initialize(ORIGIN).close()
@@ -70,33 +63,8 @@ class ElectedCluster:
             self.data_dir(name).mkdir(parents=True)
             shutil.copy(first / "ledger.key", self.data_dir(name) / "ledger.key")
 
-    # -- members -------------------------------------------------------------------
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def data_dir(self, name: str) -> Path:
-        return self.root / name / "data"
-
-    def config(self, name: str) -> Path:
-        path = self.root / f"{name}.yaml"
-        body = {"node": {"name": name, "advertise_url": self.url(name)},
-                "cluster": self.cluster_section}  # fmt: skip
-        path.write_text(yaml.safe_dump(body))
-
-        return path
-
-    def start(self, name: str) -> LiveServer:
-        server = start_server(
-            self.data_dir(name),
-            self.root / f"{name}.log",
-            "--config", self.config(name),
-            port=self.ports[name],
-            env=self.env,
-        )  # fmt: skip
-        self.servers[name] = server
-
-        return server
+    def settings(self, name: str) -> dict[str, Any]:
+        return {**super().settings(name), "cluster": self.cluster_section}
 
     def start_all(self) -> ElectedCluster:
         """The first member, until it leads; then the others, until they follow."""
@@ -108,11 +76,6 @@ class ElectedCluster:
 
         return self
 
-    def kill(self, name: str) -> None:
-        process = self.servers[name].process
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-
     def pause(self, name: str) -> None:
         self.servers[name].process.send_signal(signal.SIGSTOP)
 
@@ -121,13 +84,6 @@ class ElectedCluster:
 
     def alive(self) -> list[str]:
         return [n for n, s in self.servers.items() if s.process.poll() is None]
-
-    def stop_all(self) -> None:
-        for server in self.servers.values():
-            with contextlib.suppress(ProcessLookupError):
-                server.process.send_signal(signal.SIGCONT)
-        for server in reversed(self.servers.values()):
-            server.stop()
 
     # -- roles ---------------------------------------------------------------------
 
@@ -171,14 +127,6 @@ class ElectedCluster:
         return self.servers[primary].token(scope)
 
     # -- what the members hold ---------------------------------------------------------
-
-    def rows(self, name: str) -> list[Row]:
-        path = self.data_dir(name) / "ledger.db"
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT * FROM records ORDER BY seq").fetchall()
-        finally:
-            conn.close()
 
     def leaf_hashes(self, name: str) -> list[str]:
         path = self.data_dir(name) / "ledger.db"

@@ -8,16 +8,14 @@ as an operator would. Every member started is stopped by ``stop_all``.
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-import yaml
+from members import Members, Row
 
-from harness import LiveServer, free_port, node_env, start_server, wait_for
+from harness import LiveServer, wait_for
 from penin.keys import Scope
 from penin.ledger import merkle
 from penin.ledger.ledger import WORMLedger
@@ -25,42 +23,21 @@ from penin.ledger.ledger import WORMLedger
 ORIGIN = "test.local/cluster"
 CATCH_UP_S = 10.0
 
-Row = tuple[Any, ...]
 
-
-class StaticCluster:
+class StaticCluster(Members):
     def __init__(self, root: Path, names: tuple[str, ...] = ("n1", "n2")) -> None:
-        self.root = root
-        self.names = names
+        super().__init__(root, names)
         self.primary_name = names[0]
-        self.token = secrets.token_hex(24)
-        self.ports = {name: free_port() for name in names}
-        self.servers: dict[str, LiveServer] = {}
-        self.env = node_env(PENIN_CLUSTER_TOKEN=self.token)
         self._create_primary_ledger()
 
-    # -- members -------------------------------------------------------------------
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def data_dir(self, name: str) -> Path:
-        return self.root / name / "data"
-
-    def config(self, name: str, **cluster: Any) -> Path:
-        path = self.root / f"{name}.yaml"
-        section = {
+    def settings(self, name: str) -> dict[str, Any]:
+        cluster = {
             "coordinator": "static",
             "primary": self.primary_name,
             "primary_url": self.url(self.primary_name),
             "replication": "async",
-            **cluster,
         }
-        body = {"node": {"name": name, "advertise_url": self.url(name)},
-                "cluster": section}  # fmt: skip
-        path.write_text(yaml.safe_dump(body))
-
-        return path
+        return {**super().settings(name), "cluster": cluster}
 
     def copy_key(self, name: str) -> None:
         self.data_dir(name).mkdir(parents=True, exist_ok=True)
@@ -69,33 +46,14 @@ class StaticCluster:
     def start(self, name: str, *, copy_key: bool = True) -> LiveServer:
         if copy_key and name != self.primary_name:
             self.copy_key(name)
-        server = start_server(
-            self.data_dir(name),
-            self.root / f"{name}.log",
-            "--config", self.config(name),
-            port=self.ports[name],
-            env=self.env,
-        )  # fmt: skip
-        self.servers[name] = server
 
-        return server
+        return super().start(name)
 
     def start_all(self) -> StaticCluster:
         for name in self.names:
             self.start(name)
 
         return self
-
-    def kill(self, name: str) -> None:
-        """SIGKILL: no shutdown, no last checkpoint, no flush beyond what is durable."""
-        process = self.servers[name].process
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-
-    def stop_all(self) -> None:
-        """Replicas first, so that the primary has no replica's request open."""
-        for server in reversed(self.servers.values()):
-            server.stop()
 
     @property
     def primary(self) -> LiveServer:
@@ -112,15 +70,6 @@ class StaticCluster:
         ).close()
 
     # -- what the members hold ---------------------------------------------------------
-
-    def rows(self, name: str) -> list[Row]:
-        """Every record row of a member's file, as stored, read without its node."""
-        path = self.data_dir(name) / "ledger.db"
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT * FROM records ORDER BY seq").fetchall()
-        finally:
-            conn.close()
 
     def root_of(self, name: str) -> bytes:
         return merkle.root_from_leaves([row[-1] for row in self.rows(name)])
