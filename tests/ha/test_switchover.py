@@ -124,3 +124,20 @@ def test_rejoin_quarantines_a_stopped_members_ledger_and_it_rebuilds(
         15,
         "n2 to rebuild from the primary",
     )
+    # Once it follows, the primary records what it moved aside.
+    wait_for((moved / "reported").exists, 15, "the quarantine reported")
+    [recorded] = [
+        json.loads(row[3]) for row in sync_trio.rows("n1") if row[2] == "ha.quarantined"
+    ]
+    assert recorded == {
+        "node": "n2",
+        "moved_at": manifest["moved_at"],
+        "tree_size": len(before),
+        "root": manifest["root"],
+        "last_term": manifest["last_term"],
+        "reason": "operator rejoin",
+    }
+    forged = httpx.post(
+        f"{sync_trio.url('n1')}/v1/replication/quarantined", json=recorded
+    )
+    assert forged.status_code == 401

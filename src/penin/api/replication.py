@@ -4,7 +4,8 @@ Only members of the cluster may read it: every request carries the cluster
 token as a bearer token. ``/ledger`` says which log this primary writes;
 ``/records`` sends the records after a seq, waiting up to ``wait_s`` for
 the next commit when there are none yet (penin.ha.stream); ``/snapshot``
-sends an online copy of the whole ledger to a new replica. Each request
+sends an online copy of the whole ledger to a new replica; ``/quarantined``
+records what a rejoining member moved aside. Each request
 confirms the replica's position, from which the primary measures its lag
 (penin.ha.lag). A replica answers both with 503 ``not-primary``; a single
 node does not have these routes.
@@ -23,12 +24,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from penin.api.problems import Problem
 from penin.ha.member import ClusterMember
 from penin.ha.peer import MANIFEST_HEADER
+from penin.ha.quarantine import QUARANTINED
 from penin.ha.stream import Batch, Head, Identity, encode_batch, note_tree_size
 from penin.ledger.errors import NotPrimaryError
 from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
@@ -97,6 +100,34 @@ async def snapshot(request: Request) -> FileResponse:
         headers={MANIFEST_HEADER: header},
         background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
     )
+
+
+class QuarantineReport(BaseModel):
+    """What a member moved aside when it rejoined (penin.ha.quarantine)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    node: str = Field(pattern=_MEMBER_NAME)
+    moved_at: str = Field(max_length=64)
+    tree_size: int = Field(ge=0)
+    root: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    last_term: int = Field(ge=0)
+    reason: str = Field(max_length=2000)
+
+
+@router.post("/quarantined", status_code=201)
+async def quarantined(report: QuarantineReport, request: Request) -> Response:
+    """Record in the ledger, as ``ha.quarantined``, what a member moved aside:
+    its records the primary never had stay out of the log, but the log says
+    that they existed, where, and how many. Idempotent per member and time."""
+    member = _primary(request)
+    payload = report.model_dump()
+    key = f"{QUARANTINED}:{report.node}:{report.moved_at}"
+    record = await member.ledger.append_record_async(
+        QUARANTINED, payload, idempotency_key=key[:200]
+    )
+
+    return Response(record.to_json(), status_code=201, media_type="application/json")
 
 
 @router.get("/records", response_model=Batch)

@@ -38,7 +38,9 @@ at its next tick without waiting, and the others leave it to ``to``.
 
 **Rejoin.** A replica whose follower finds records here that the primary
 never had (a former primary's unacknowledged writes) moves its ledger aside
-as a quarantined copy and rebuilds from the primary (``penin.ha.quarantine``).
+as a quarantined copy and rebuilds from the primary (``penin.ha.quarantine``);
+once it follows, it has the primary record each quarantine as
+``ha.quarantined``.
 
 Missing: terms are etcd's create revisions, which start again from a low
 number on a new etcd cluster or one restored from an old snapshot. A member
@@ -60,10 +62,11 @@ import structlog
 
 from penin.ha.config import ClusterConfig, NodeConfig
 from penin.ha.coordinator import CoordinatorError, Leadership, MemberState
-from penin.ha.errors import ClusterSetupError, HAError
+from penin.ha.errors import ClusterSetupError, HAError, StreamError
 from penin.ha.etcd import EtcdCoordinator
 from penin.ha.member import BOOTSTRAP_S, ClusterMember
-from penin.ha.quarantine import quarantine
+from penin.ha.peer import PrimaryClient
+from penin.ha.quarantine import mark_reported, quarantine, report_of, unreported
 from penin.ha.sync import SyncReplicas
 from penin.ha.token import ClusterToken
 from penin.ledger.errors import LedgerError, NotPrimaryError
@@ -262,6 +265,8 @@ class ElectedMember(ClusterMember):
         if not following or self._follow_task is None:
             self.problem = None
             await self._follow(leader.name, leader.url, leader.term)
+        elif follower is not None and follower.state.status == "following":
+            await self._report_quarantines(leader.url)
 
     def _sound(self) -> bool:
         """A ledger here, and nothing found wrong with it or its primary."""
@@ -486,6 +491,23 @@ class ElectedMember(ClusterMember):
         self.follower = None
         self.primary = self.primary_url = None
         await self.bootstrap_from(primary_url)
+
+    async def _report_quarantines(self, primary_url: str) -> None:
+        """Have the primary record each quarantine here it has not recorded yet
+        (``ha.quarantined``); what fails is tried again at the next tick."""
+        pending = await asyncio.to_thread(unreported, self.ledger.path.parent)
+        if not pending:
+            return
+        client = PrimaryClient(primary_url, self.token, self.node.name)
+        try:
+            for directory in pending:
+                await client.report_quarantine(report_of(directory, self.node.name))
+                await asyncio.to_thread(mark_reported, directory)
+                log.info("replication.quarantine_reported", directory=str(directory))
+        except StreamError as exc:
+            log.warning("replication.quarantine_not_reported", error=str(exc))
+        finally:
+            await client.close()
 
     # -- what the node reports --------------------------------------------------
 

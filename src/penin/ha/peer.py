@@ -1,12 +1,12 @@
 """The HTTP client a replica talks to its primary with.
 
-Three calls, all authenticated with the cluster token: ``identity`` (which
+Four calls, all authenticated with the cluster token: ``identity`` (which
 log the primary writes), ``batch`` (the records after a seq, waiting up to a
-few seconds for new ones) and ``snapshot`` (an online copy of the primary's
-ledger with its manifest, for a new replica). Any failure — no connection, a
-timeout, a status other than 200, a body of the wrong shape — is a
-``StreamError`` carrying the status when there was one, so the follower can
-tell a refusal from an outage.
+few seconds for new ones), ``snapshot`` (an online copy of the primary's
+ledger with its manifest, for a new replica) and ``report_quarantine``.
+Any failure — no connection, a timeout, a status other than 200, a body of
+the wrong shape — is a ``StreamError`` carrying the status when there was
+one, so the follower can tell a refusal from an outage.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from penin.ha.token import ClusterToken
 IDENTITY_PATH = "/v1/replication/ledger"
 RECORDS_PATH = "/v1/replication/records"
 SNAPSHOT_PATH = "/v1/replication/snapshot"
+QUARANTINED_PATH = "/v1/replication/quarantined"
 MANIFEST_HEADER = "Penin-Snapshot-Manifest"
 # A snapshot is the whole ledger: it may take long to copy and to send.
 SNAPSHOT_S = 3600.0
@@ -90,6 +91,23 @@ class PrimaryClient:
             raise StreamError(url, f"the snapshot came without its {MANIFEST_HEADER}")
 
         return manifest
+
+    async def report_quarantine(self, report: dict[str, Any]) -> None:
+        """Ask the primary to record a quarantine; StreamError if it did not."""
+        url = self.url + QUARANTINED_PATH
+        timeout = aiohttp.ClientTimeout(total=ANSWER_S, sock_connect=CONNECT_S)
+        try:
+            async with self._client().post(
+                url, json=report, headers=self._token.headers(), timeout=timeout
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise StreamError(url, "no answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StreamError(url, f"cannot reach the primary: {exc}") from None
+        if status not in (200, 201):
+            raise StreamError(url, _refusal(status, body), status=status)
 
     async def _get(
         self, path: str, params: dict[str, Any], model: type[W], *, wait_s: float

@@ -7,7 +7,10 @@ into the new primary's log and not deleted: the whole file moves to
 what it held and why it was moved, and the node rebuilds its ledger from the
 primary. An operator can read the quarantined copy with every ``penin
 ledger`` command (``--data-dir`` pointing at it), and compare it with the
-primary's log.
+primary's log. Once the member follows a primary again, it reports each
+quarantine to it (``POST /v1/replication/quarantined``), and the primary
+records it in the log as ``ha.quarantined``: node, time, tree size, root,
+last term and reason.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from penin.ledger.ledger import WORMLedger
 log = structlog.get_logger("penin.ha")
 
 MANIFEST = "quarantine.json"
+# Beside the manifest once the primary has recorded the quarantine.
+REPORTED = "reported"
+# The record the primary appends for each quarantine a member reports.
+QUARANTINED = "ha.quarantined"
 _SUFFIXES = ("", "-wal", "-shm")
 
 
@@ -79,3 +86,27 @@ def _fresh_directory(parent: Path) -> Path:
             continue
         return candidate
     raise FileExistsError(f"no free quarantine directory under {parent}")
+
+
+def unreported(data_dir: Path) -> list[Path]:
+    """The quarantine directories under ``data_dir`` no primary has recorded yet."""
+    found = sorted((data_dir / "quarantine").glob(f"*/{MANIFEST}"))
+    return [path.parent for path in found if not (path.parent / REPORTED).exists()]
+
+
+def report_of(directory: Path, node: str) -> dict[str, Any]:
+    """What the primary records of the quarantine in ``directory``."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    reason = manifest.get("reason") or {}
+    return {
+        "node": node,
+        "moved_at": manifest["moved_at"],
+        "tree_size": manifest["tree_size"],
+        "root": manifest.get("root"),
+        "last_term": manifest["last_term"],
+        "reason": str(reason.get("reason", reason))[:2000],
+    }
+
+
+def mark_reported(directory: Path) -> None:
+    (directory / REPORTED).touch()
