@@ -377,43 +377,13 @@ class ElectedMember(ClusterMember):
             return
         members = await self.coordinator.members()
         ttl = self.cluster.lease_ttl_s
-
-        def live(name: str) -> bool:
-            state = members.get(name)
-            return (
-                state is not None
-                and state.role == "replica"
-                and state.healthy
-                and sync.silent_for(name) <= ttl
-            )
-
-        for name in list(sync.joining):
-            if not live(name):
-                sync.drop_joining(name)
-        keep = {name for name in sync.published if live(name)}
-        wanted = sync.count - len(keep) - len(sync.joining)
-        if wanted > 0:
-            head = self.applied_seq()
-            spare = sorted(
-                (
-                    name
-                    for name in members
-                    if live(name) and name not in keep and name not in sync.joining
-                ),
-                key=lambda name: (-sync.confirmed(name), name),
-            )
-            for name in spare[:wanted]:
-                sync.start_joining(name, head)
-        ready = sync.ready_to_publish()
-        chosen = keep | set(ready[: max(0, sync.count - len(keep))])
-        if chosen == sync.published:
-            return
-        if len(chosen) < sync.count:
-            grace = _DEGRADE_GRACE_TTLS * ttl
-            if not sync.fallback_async or time.monotonic() - self._led_since < grace:
-                return  # block: wait for the missing members or a replacement
-            log.warning("replication.sync_degraded", members=sorted(chosen))
-        if await self.coordinator.publish_sync_set(lead, chosen):
+        chosen = sync.next_set(
+            members,
+            ttl_s=ttl,
+            head_seq=self.applied_seq(),
+            may_degrade=time.monotonic() - self._led_since >= _DEGRADE_GRACE_TTLS * ttl,
+        )
+        if chosen is not None and await self.coordinator.publish_sync_set(lead, chosen):
             sync.published_as(chosen)
 
     # -- switchover ----------------------------------------------------------------

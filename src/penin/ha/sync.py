@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import structlog
 
+from penin.ha.coordinator import MemberState
 from penin.ledger.errors import SyncReplicationError
 from penin.observability.metrics import REPLICATION_METRICS
 
@@ -93,6 +94,56 @@ class SyncReplicas:
         REPLICATION_METRICS.sync_replicas.set(len(self.published))
         REPLICATION_METRICS.sync_degraded.set(1 if self.degraded else 0)
         self._release()
+
+    def next_set(
+        self,
+        members: Mapping[str, MemberState],
+        *,
+        ttl_s: float,
+        head_seq: int,
+        may_degrade: bool,
+    ) -> frozenset[str] | None:
+        """The set to publish now, from the members' states; None to keep the
+        published one. Live replicas join while the set is short (they are
+        waited for at once, from ``head_seq``); a member that stopped asking
+        for ``ttl_s`` or vanished leaves it when a joined one replaces it, or,
+        with the async fallback and ``may_degrade``, at once."""
+
+        def live(name: str) -> bool:
+            state = members.get(name)
+            return (
+                state is not None
+                and state.role == "replica"
+                and state.healthy
+                and self.silent_for(name) <= ttl_s
+            )
+
+        for name in list(self.joining):
+            if not live(name):
+                self.drop_joining(name)
+        keep = {name for name in self.published if live(name)}
+        wanted = self.count - len(keep) - len(self.joining)
+        if wanted > 0:
+            spare = sorted(
+                (
+                    n
+                    for n in members
+                    if live(n) and n not in keep and n not in self.joining
+                ),
+                key=lambda name: (-self.confirmed(name), name),
+            )
+            for name in spare[:wanted]:
+                self.start_joining(name, head_seq)
+        ready = self.ready_to_publish()
+        chosen = frozenset(keep | set(ready[: max(0, self.count - len(keep))]))
+        if chosen == self.published:
+            return None
+        if len(chosen) < self.count:
+            if not (self.fallback_async and may_degrade):
+                return None  # block: wait for the missing members or a replacement
+            log.warning("replication.sync_degraded", members=sorted(chosen))
+
+        return chosen
 
     def drop_joining(self, replica: str) -> None:
         if self.joining.pop(replica, None) is not None:
