@@ -94,29 +94,24 @@ class PrimaryClient:
 
     async def report_quarantine(self, report: dict[str, Any]) -> None:
         """Ask the primary to record a quarantine; StreamError if it did not."""
-        url = self.url + QUARANTINED_PATH
-        timeout = aiohttp.ClientTimeout(total=ANSWER_S, sock_connect=CONNECT_S)
-        try:
-            async with self._client().post(
-                url, json=report, headers=self._token.headers(), timeout=timeout
-            ) as response:
-                body = await response.read()
-                status = response.status
-        except TimeoutError:
-            raise StreamError(url, "no answer in time") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise StreamError(url, f"cannot reach the primary: {exc}") from None
-        if status not in (200, 201):
-            raise StreamError(url, _refusal(status, body), status=status)
+        await self._call("POST", QUARANTINED_PATH, ANSWER_S, {"json": report})
 
     async def _get(
         self, path: str, params: dict[str, Any], model: type[W], *, wait_s: float
     ) -> W:
+        body = await self._call("GET", path, wait_s + ANSWER_S, {"params": params})
+
+        return parse(model, body, self.url + path)
+
+    async def _call(
+        self, method: str, path: str, total_s: float, options: dict[str, Any]
+    ) -> bytes:
+        """The body of a 2xx answer; StreamError for anything else."""
         url = self.url + path
-        timeout = aiohttp.ClientTimeout(total=wait_s + ANSWER_S, sock_connect=CONNECT_S)
+        timeout = aiohttp.ClientTimeout(total=total_s, sock_connect=CONNECT_S)
         try:
-            async with self._client().get(
-                url, params=params, headers=self._token.headers(), timeout=timeout
+            async with self._client().request(
+                method, url, headers=self._token.headers(), timeout=timeout, **options
             ) as response:
                 body = await response.read()
                 status = response.status
@@ -124,10 +119,10 @@ class PrimaryClient:
             raise StreamError(url, "no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise StreamError(url, f"cannot reach the primary: {exc}") from None
-        if status != 200:
+        if not 200 <= status < 300:
             raise StreamError(url, _refusal(status, body), status=status)
 
-        return parse(model, body, url)
+        return body
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
