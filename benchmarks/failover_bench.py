@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -488,15 +488,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="penin-failover-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=10)
@@ -506,7 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=RESULTS, help="where failover.json and .md go"
     )
     args = parser.parse_args(argv)
-    with scratch_dir() as work:
+    with tempfile.TemporaryDirectory(
+        prefix="penin-failover-", ignore_cleanup_errors=True
+    ) as scratch:
+        work = Path(scratch)
         etcd = EtcdServer(work / "etcd").start()
         try:
             print("throughput (wrk, 64 connections):")

@@ -74,13 +74,20 @@ def test_killing_the_sync_primary_loses_no_acknowledged_write(
     assert lost == []
 
 
+def _without_replicas(cluster: ElectedCluster, scope: Scope) -> str:
+    """Start the trio, kill both replicas; a key of ``scope`` made before."""
+    cluster.start_all()
+    token = cluster.token_of(scope)
+    cluster.kill("n2")
+    cluster.kill("n3")
+
+    return token
+
+
 def test_with_no_replica_left_a_strict_primary_refuses_to_acknowledge(
     sync_trio: ElectedCluster,
 ) -> None:
-    sync_trio.start_all()
-    token = sync_trio.token_of(Scope.APPEND)
-    sync_trio.kill("n2")
-    sync_trio.kill("n3")
+    token = _without_replicas(sync_trio, Scope.APPEND)
 
     with httpx.Client(headers=bearer(token), timeout=30) as http:
         answer = http.post(
@@ -114,10 +121,7 @@ def test_with_no_replica_left_a_strict_primary_refuses_to_acknowledge(
 def test_the_primary_signs_no_checkpoint_over_records_its_replicas_lack(
     sync_trio: ElectedCluster,
 ) -> None:
-    sync_trio.start_all()
-    token = sync_trio.token_of(Scope.ADMIN)
-    sync_trio.kill("n2")
-    sync_trio.kill("n3")
+    token = _without_replicas(sync_trio, Scope.ADMIN)
 
     with httpx.Client(headers=bearer(token), timeout=30) as http:
         unreplicated = http.post(

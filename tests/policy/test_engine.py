@@ -357,14 +357,7 @@ def test_a_repeated_question_is_answered_from_memory_with_a_copy_of_its_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = engine_for(tmp_path, GATE)
-    runs: list[str] = []
-    run = engine._run
-
-    def counted(rule: str, text: str) -> Any:
-        runs.append(text)
-        return run(rule, text)
-
-    monkeypatch.setattr(engine, "_run", counted)
+    runs = texts_run(engine, monkeypatch)
     first = engine.evaluate("gate/decision", {"role": "admin"})
     first.result["allow"] = "tampered"
     second = engine.evaluate("gate/decision", {"role": "admin"})

@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -98,8 +99,6 @@ class SwitchoverError(HAError):
 class ElectedMember(ClusterMember):
     """A member of an etcd-coordinated cluster, for the life of the process."""
 
-    coordinator_name = "etcd"
-
     def __init__(
         self,
         node: NodeConfig,
@@ -116,7 +115,10 @@ class ElectedMember(ClusterMember):
         self.problem: dict[str, Any] | None = None
         self.quarantined: list[dict[str, Any]] = []
         self._led_since = 0.0
-        self._vacant_since: float | None = None
+        # Whether the leader key was seen vacant (logged once per vacancy), and
+        # quarantines here the primary may not have recorded yet.
+        self._vacant = False
+        self._unreported: list[Path] = []
         self._writes_paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -133,6 +135,9 @@ class ElectedMember(ClusterMember):
         if self.ledger.path.exists():
             await asyncio.to_thread(self.ledger.initialize)
             await asyncio.to_thread(self.ledger.follow, "", "")
+        # Left by `penin ha rejoin`, or by a process that stopped before it
+        # reported them; later ones are added as they happen.
+        self._unreported = await asyncio.to_thread(unreported, self.ledger.path.parent)
         self._role_changed()
         self._task = self._loop.create_task(self._run())
 
@@ -188,6 +193,7 @@ class ElectedMember(ClusterMember):
         if (refusal := self._fence()) is not None:
             raise refusal
         if self.sync is not None and records:
+            # Not the last: a replayed record may come after newer ones.
             await self.sync.wait(max(record.seq for record in records))
             if (refusal := self._fence()) is not None:
                 raise refusal
@@ -247,7 +253,7 @@ class ElectedMember(ClusterMember):
             self.primary = self.primary_url = None
             await self._elect()
             return
-        self._vacant_since = None
+        self._vacant = False
         if not self.ledger.path.exists():
             try:
                 await self.bootstrap_from(leader.url)
@@ -265,7 +271,7 @@ class ElectedMember(ClusterMember):
         if not following or self._follow_task is None:
             self.problem = None
             await self._follow(leader.name, leader.url, leader.term)
-        elif follower is not None and follower.state.status == "following":
+        elif self._unreported and follower and follower.state.status == "following":
             await self._report_quarantines(leader.url)
 
     def _sound(self) -> bool:
@@ -278,9 +284,8 @@ class ElectedMember(ClusterMember):
     # -- election ----------------------------------------------------------------
 
     async def _elect(self) -> None:
-        now = time.monotonic()
-        if self._vacant_since is None:
-            self._vacant_since = now
+        if not self._vacant:
+            self._vacant = True
             log.info("cluster.leader_vacant", node=self.node.name)
         handoff = await self.coordinator.handoff()
         if handoff is not None:
@@ -343,7 +348,7 @@ class ElectedMember(ClusterMember):
             log.error("cluster.lead_failed", term=lead.term, error=str(exc))
             await self._step_down(f"the ledger refused term {lead.term}: {exc}")
             return
-        self._vacant_since = None
+        self._vacant = False
         self.problem = None
         REPLICATION_METRICS.failovers.labels(reason).inc()
         log.warning("cluster.took_lead", term=lead.term, reason=reason)
@@ -436,10 +441,8 @@ class ElectedMember(ClusterMember):
             await asyncio.sleep(0.01)
 
     def _confirmed(self, replica: str) -> int:
-        if self.positions is None:
-            return -1
-        found = self.positions.report().get(replica)
-        return -1 if found is None else int(found["applied_seq"])
+        confirmed = {} if self.positions is None else self.positions.confirmed()
+        return confirmed.get(replica, -1)
 
     async def _wait_for_leader(self, name: str) -> Any:
         deadline = time.monotonic() + 2 * self.cluster.lease_ttl_s
@@ -458,6 +461,7 @@ class ElectedMember(ClusterMember):
         await self._stop_following()
         moved = await asyncio.to_thread(quarantine, self.ledger, problem)
         self.quarantined.append(moved)
+        self._unreported.append(Path(moved["directory"]))
         self.follower = None
         self.primary = self.primary_url = None
         await self.bootstrap_from(primary_url)
@@ -465,14 +469,13 @@ class ElectedMember(ClusterMember):
     async def _report_quarantines(self, primary_url: str) -> None:
         """Have the primary record each quarantine here it has not recorded yet
         (``ha.quarantined``); what fails is tried again at the next tick."""
-        pending = await asyncio.to_thread(unreported, self.ledger.path.parent)
-        if not pending:
-            return
         client = PrimaryClient(primary_url, self.token, self.node.name)
         try:
-            for directory in pending:
+            while self._unreported:
+                directory = self._unreported[0]
                 await client.report_quarantine(report_of(directory, self.node.name))
                 await asyncio.to_thread(mark_reported, directory)
+                self._unreported.pop(0)
                 log.info("replication.quarantine_reported", directory=str(directory))
         except StreamError as exc:
             log.warning("replication.quarantine_not_reported", error=str(exc))
@@ -520,12 +523,11 @@ class ElectedMember(ClusterMember):
                 return None
             held = min(sync.confirmed(name) for name in sync.published) + 1
             return min(tree_size, held)
-        positions = {} if self.positions is None else self.positions.report()
-        if not positions:
+        confirmed = {} if self.positions is None else self.positions.confirmed()
+        if not confirmed:
             return tree_size
 
-        held = max(int(p["applied_seq"]) for p in positions.values()) + 1
-        return min(tree_size, held)
+        return min(tree_size, max(confirmed.values()) + 1)
 
     async def status(self) -> dict[str, Any]:
         """Every live member's published state, with its lag behind the primary
@@ -570,7 +572,7 @@ class ElectedMember(ClusterMember):
         healthy, detail = super().health()
         if self.is_primary:
             healthy = self._fence() is None or self._writes_paused
-        detail["coordinator"] = "etcd"
+        detail["coordinator"] = self.cluster.coordinator
         if self.sync is not None:
             detail["sync_set"] = sorted(self.sync.published)
             detail["sync_degraded"] = self.sync.degraded

@@ -55,6 +55,11 @@ class ReplicaPositions:
                 lambda: self.lag_seconds(replica)
             )
 
+    def confirmed(self) -> dict[str, int]:
+        """The last seq each replica confirmed, by name (no lag is computed)."""
+        with self._lock:
+            return {name: p.after_seq for name, p in self._positions.items()}
+
     def lag_records(self, replica: str) -> int:
         position = self._positions.get(replica)
         if position is None:

@@ -95,8 +95,6 @@ class ClusterMember:
     a replica knows of no primary (an election is under way).
     """
 
-    coordinator_name = "static"
-
     def __init__(
         self,
         node: NodeConfig,
@@ -369,7 +367,7 @@ class ClusterMember:
         )
         return {
             "cluster": self.cluster.name,
-            "coordinator": self.coordinator_name,
+            "coordinator": self.cluster.coordinator,
             "replication": self.cluster.replication,
             "node": self.node.name,
             "role": self.role,
@@ -407,13 +405,6 @@ class StaticMember(ClusterMember):
         else:
             await self.prepare()
             await self._follow(self.primary, self.primary_url, STATIC_TERM)
-        log.info(
-            "cluster.joined",
-            node=self.node.name,
-            role=self.role,
-            primary=self.primary,
-            term=self.term,
-        )
 
     async def prepare(self) -> None:
         """On a replica with no ledger yet, create it with the primary's origin;

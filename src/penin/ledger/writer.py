@@ -311,9 +311,6 @@ class Writer:
 
     def _refusal(self) -> NotPrimaryError | None:
         """The error for appends while the file is a replica's, else None."""
-        fenced = self._fenced()
-        if fenced is not None:
-            return fenced
         primary = store.replica_of(self._conn)
         if primary is None:
             return None
