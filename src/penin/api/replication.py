@@ -3,7 +3,7 @@
 Only members of the cluster may read it: every request carries the cluster
 token as a bearer token. ``/ledger`` says which log this primary writes;
 ``/records`` sends the records after a seq, waiting up to ``wait_s`` for
-the next commit when there are none yet (penin.ha.stream); ``/snapshot``
+the next commit when there are none yet (penin.ha.feed); ``/snapshot``
 sends an online copy of the whole ledger to a new replica; ``/quarantined``
 records what a rejoining member moved aside. Each request
 confirms the replica's position, from which the primary measures its lag
@@ -14,7 +14,6 @@ node does not have these routes.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ from penin.api.problems import Problem
 from penin.ha.member import ClusterMember
 from penin.ha.peer import MANIFEST_HEADER
 from penin.ha.quarantine import QUARANTINED
-from penin.ha.stream import Batch, Head, Identity, encode_batch, note_tree_size
+from penin.ha.stream import Batch, Identity, encode_batch
 from penin.ledger.errors import NotPrimaryError
 from penin.ledger.ledger import MAX_QUERY_LIMIT, MAX_SQLITE_INT
 
@@ -158,36 +157,25 @@ async def records(
     feed = member.feed
     assert feed is not None
     ledger = member.ledger
-    size = await run_in_threadpool(ledger.count_records)
-    if after_seq >= size:
+    if after_seq >= feed.head.size and after_seq >= await feed.size():
         raise Problem(
             409,
             "replica-ahead",
             f"replica {replica} has records up to seq {after_seq}, but this "
-            f"primary's log ends before seq {size}: the replica holds records this "
-            "primary never wrote, and must not follow it as it is",
+            f"primary's log ends before seq {feed.head.size}: the replica holds "
+            "records this primary never wrote, and must not follow it as it is",
         )
     member.confirm(replica, after_seq)
-    # Records another process appended are in the file, if not yet in the feed.
-    feed.observe(Head(size, 0))
     if wait_s > 0:
         await _wait_unless_gone(
             request, feed.wait_beyond(after_seq, checkpoint_size, wait_s)
         )
         if not member.is_primary:  # it stopped leading while the replica waited
             raise NotPrimaryError(ledger.path, member.primary, member.primary_url)
-    found = await run_in_threadpool(
-        functools.partial(ledger.query, after_seq=after_seq, limit=limit)
-    )
-    checkpoint = await run_in_threadpool(ledger.latest_checkpoint_entry)
+    found = await feed.records_after(after_seq, limit)
+    size = max(feed.head.size, found[-1].seq + 1 if found else 0)
     body = encode_batch(
-        member.node.name,
-        ledger.term,
-        await run_in_threadpool(ledger.count_records),
-        found,
-        None
-        if checkpoint is None
-        else (checkpoint[0], note_tree_size(checkpoint[0]), checkpoint[1]),
+        member.node.name, ledger.term, size, found, await feed.checkpoint()
     )
 
     return Response(body, media_type="application/json")

@@ -2,11 +2,11 @@
 
 ``coordinator_for`` picks the coordinator backend the configuration names;
 ``join_cluster`` makes this node a member (``penin.ha.member``), a primary
-serving the replication stream (``penin.ha.stream``, ``penin.ha.lag``) or a
-replica following it (``penin.ha.follower``). With etcd, the member is
-elected (``penin.ha.elected``): automatic failover with fencing, the sync set
-of synchronous replication (``penin.ha.sync``), switchover, and quarantine on
-rejoin (``penin.ha.quarantine``).
+serving the replication stream (``penin.ha.stream``, ``penin.ha.feed``,
+``penin.ha.lag``) or a replica following it (``penin.ha.follower``). With
+etcd, the member is elected (``penin.ha.elected``): automatic failover with
+fencing, the sync set of synchronous replication (``penin.ha.sync``),
+switchover, and quarantine on rejoin (``penin.ha.quarantine``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import time
 from collections.abc import Sequence
@@ -30,11 +29,12 @@ import structlog
 from penin.ha.config import ClusterConfig, NodeConfig
 from penin.ha.coordinator import Role
 from penin.ha.errors import ClusterSetupError, StreamError
+from penin.ha.feed import CommitFeed
 from penin.ha.follower import Follower
 from penin.ha.lag import ReplicaPositions
 from penin.ha.peer import PrimaryClient
 from penin.ha.static import STATIC_TERM
-from penin.ha.stream import CommitFeed, Head, Identity, note_tree_size
+from penin.ha.stream import Identity
 from penin.ha.token import ClusterToken
 from penin.ledger.errors import LedgerError
 from penin.ledger.ledger import WORMLedger
@@ -160,7 +160,7 @@ class ClusterMember:
         self.term = term
         self.role = "primary"
         self.primary, self.primary_url = self.node.name, self.node.advertise_url
-        self.feed = CommitFeed(_head(ledger), functools.partial(_head, ledger))
+        self.feed = CommitFeed(ledger)
         ledger.add_listener(self.feed.committed)
         ledger.add_checkpoint_listener(self.feed.checkpointed)
         self.positions = ReplicaPositions(ledger)
@@ -414,11 +414,3 @@ class StaticMember(ClusterMember):
             return
         assert self.primary_url is not None
         await self.bootstrap_from(self.primary_url)
-
-
-def _head(ledger: WORMLedger) -> Head:
-    """The ledger's tree size and its newest checkpoint's, as stored now."""
-    latest = ledger.latest_checkpoint()
-    checkpoint_size = 0 if latest is None else note_tree_size(latest)
-
-    return Head(ledger.count_records(), checkpoint_size)

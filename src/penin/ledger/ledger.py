@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ class WORMLedger:
         self._writer: Writer | None = None
         self._meta: dict[str, str] | None = None
         self._listeners: list[Listener] = []
-        self._checkpoint_listeners: list[Listener] = []
+        self._checkpoint_listeners: list[Callable[[int], None]] = []
         self._fence: Fence | None = None
         self.acknowledger: Acknowledger | None = None
 
@@ -304,19 +304,20 @@ class WORMLedger:
         return store.last_term(self._reader())
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(tree_size)`` from the writer's thread after each commit
-        that adds records; it must be quick and must not raise."""
+        """Call ``listener(tree_size, added)`` from the writer's thread after each
+        commit that adds records, with the records added in order; it must be
+        quick and must not raise."""
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    def add_checkpoint_listener(self, listener: Listener) -> None:
+    def add_checkpoint_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(tree_size)`` after this process signs a checkpoint."""
         self._checkpoint_listeners.append(listener)
 
-    def remove_checkpoint_listener(self, listener: Listener) -> None:
+    def remove_checkpoint_listener(self, listener: Callable[[int], None]) -> None:
         with contextlib.suppress(ValueError):
             self._checkpoint_listeners.remove(listener)
 

@@ -40,8 +40,9 @@ log = structlog.get_logger("penin.ledger")
 
 MAX_BATCH_RECORDS = 4096
 
-# Called from the writer's thread with the tree size after a commit.
-Listener = Callable[[int], None]
+# Called from the writer's thread after a commit that added records, with
+# the tree size and the records added, in order.
+Listener = Callable[[int, Sequence[Record]], None]
 
 
 class Acknowledger(Protocol):
@@ -297,7 +298,7 @@ class Writer:
             return
         if appended:
             LEDGER_METRICS.observe_batch(appended)
-            self._notify()
+            self._notify(_added(results, self._frontier.size - appended))
         written = iter(results)
         _settle(
             batch,
@@ -333,7 +334,7 @@ class Writer:
         )  # fmt: skip
         if rows:
             LEDGER_METRICS.observe_batch(len(rows))
-            self._notify()
+            self._notify(list(records))
         _settle([request], [list(records)])
 
     def _change_term(self, request: _Request, term: int) -> None:
@@ -359,7 +360,7 @@ class Writer:
             return
         if written:
             LEDGER_METRICS.observe_batch(len(written))
-            self._notify()
+            self._notify(written)
         _settle([request], [written])
 
     def _fail(
@@ -378,11 +379,11 @@ class Writer:
         log.error(event, error=str(error), batch=len(batch))
         _settle(batch, [error] * len(batch))
 
-    def _notify(self) -> None:
+    def _notify(self, added: Sequence[Record]) -> None:
         size = self._frontier.size
         for listener in self._listeners:
             try:
-                listener(size)
+                listener(size, added)
             except Exception as exc:  # a listener must not fail the writer
                 log.error("ledger.listener_failed", error=repr(exc))
 
@@ -472,6 +473,18 @@ class Writer:
         ).fetchone()
 
         return None if row is None else store.record_from_row(row)
+
+
+def _added(results: list[list[Record]], first_seq: int) -> list[Record]:
+    """The records a commit added, each once and in order: ``results`` also
+    holds replays of idempotent appends, which are older or repeated."""
+    added: list[Record] = []
+    for records in results:
+        for record in records:
+            if record.seq == first_seq + len(added):
+                added.append(record)
+
+    return added
 
 
 def _settle(batch: list[_Request], outcomes: Sequence[Outcome]) -> None:
