@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from penin._session import LazySession
 from penin.ha.coordinator import CoordinatorError
 
 log = structlog.get_logger("penin.ha")
@@ -82,7 +83,8 @@ class EtcdGateway:
         self.endpoints = tuple(endpoints)
         self.timeout_s = timeout_s
         self._preferred = 0
-        self._session: aiohttp.ClientSession | None = None
+        # Made on first use, inside the event loop that will run the calls.
+        self._session = LazySession()
 
     async def call(self, operation: str, path: str, body: Json) -> Json:
         """POST ``body`` to ``path`` on the first endpoint that answers in time."""
@@ -122,7 +124,7 @@ class EtcdGateway:
         self, operation: str, endpoint: str, path: str, body: Json, timeout_s: float
     ) -> Json:
         try:
-            async with self._client().post(
+            async with self._session.get().post(
                 endpoint + path,
                 json=body,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
@@ -164,17 +166,8 @@ class EtcdGateway:
                 f"etcd's answer has an unexpected shape ({type(exc).__name__}: {exc})",
             ) from None
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the event loop that will run the calls.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     # -- the calls the coordinator makes ------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from penin._session import LazySession
 from penin.ha.errors import StreamError
 from penin.ha.stream import Batch, Identity, W, parse
 from penin.ha.token import ClusterToken
@@ -42,7 +43,7 @@ class PrimaryClient:
         self.url = url
         self._token = token
         self._replica = replica
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession()
 
     async def identity(self) -> Identity:
         return await self._get(IDENTITY_PATH, {}, Identity, wait_s=0.0)
@@ -69,7 +70,7 @@ class PrimaryClient:
         url = self.url + SNAPSHOT_PATH
         timeout = aiohttp.ClientTimeout(total=SNAPSHOT_S, sock_connect=CONNECT_S)
         try:
-            async with self._client().get(
+            async with self._session.get().get(
                 url, headers=self._token.headers(), timeout=timeout
             ) as response:
                 if response.status != 200:
@@ -110,7 +111,7 @@ class PrimaryClient:
         url = self.url + path
         timeout = aiohttp.ClientTimeout(total=total_s, sock_connect=CONNECT_S)
         try:
-            async with self._client().request(
+            async with self._session.get().request(
                 method, url, headers=self._token.headers(), timeout=timeout, **options
             ) as response:
                 body = await response.read()
@@ -124,16 +125,8 @@ class PrimaryClient:
 
         return body
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
 
 def _refusal(status: int, body: bytes) -> str:

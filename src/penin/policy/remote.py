@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from penin._session import LazySession
 from penin.observability.metrics import POLICY_METRICS, PolicyMetrics
 from penin.policy.engine import (
     Decision,
@@ -50,9 +51,9 @@ class RemoteEngine(PolicyEngine):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         self.base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session = LazySession(self._timeout)
         self._closed = False
         self._digest = f"opa:{self.base_url}"
 
@@ -70,9 +71,7 @@ class RemoteEngine(PolicyEngine):
 
     async def close(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     async def decide(
         self, path: str, input: Mapping[str, Any], text: str | None = None
@@ -107,7 +106,7 @@ class RemoteEngine(PolicyEngine):
         url = f"{self.base_url}/v1/data/{path}"
         body = f'{{"input":{input_text}}}'.encode()
         try:
-            async with self._client().post(
+            async with self._session.get().post(
                 url,
                 data=body,
                 params=QUERY,
@@ -127,12 +126,6 @@ class RemoteEngine(PolicyEngine):
             self._digest = reported
 
         return outcome, reported or self._digest
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-
-        return self._session
 
 
 def _read(status: int, payload: bytes) -> tuple[Outcome, str | None]:
