@@ -201,7 +201,13 @@ def test_an_open_circuit_on_every_deployment_fails_health_until_a_trial_succeeds
         open_metrics = node.metrics()
         sent_while_open = len(fake_a.requests)
 
-        # Half-open after 0.5 s: the next request is the one trial call.
+        # Half-open after 0.5 s: health passes and says the deployment is on
+        # trial; the next request is the one trial call.
+        on_trial = wait_for(
+            lambda: _router_health(node.server.get("/health"), on_trial=1),
+            10,
+            "health to report the deployment on trial",
+        )
         trial = wait_for(
             lambda: answered(http.post(CHAT, json=chat())),
             10,
@@ -220,13 +226,27 @@ def test_an_open_circuit_on_every_deployment_fails_health_until_a_trial_succeeds
     assert sent_while_open == 2
     assert value(open_metrics, "penin_router_circuit_state", **deployment_label) == 2
     assert value(open_metrics, "penin_health_check_ok", check="router") == 0
+    assert sick.json()["details"]["router"]["deployments_available"] == 0
+    assert on_trial["deployments_available"] == 0
+    assert on_trial["models_without_deployment"] == []
     assert trial is not None
     assert trial.headers["x-penin-deployment"] == "a/gpt-4o-mini"
     assert len(fake_a.requests) == 3
     assert healthy.status_code == 200, healthy.text
     assert healthy.json()["details"]["router"]["models_without_deployment"] == []
+    assert healthy.json()["details"]["router"]["deployments_on_trial"] == 0
+    assert healthy.json()["details"]["router"]["deployments_available"] == 1
     assert value(closed_metrics, "penin_router_circuit_state", **deployment_label) == 0
     assert value(closed_metrics, "penin_health_check_ok", check="router") == 1
+
+
+def _router_health(response: httpx.Response, on_trial: int) -> dict[str, Any] | None:
+    """The router check's details when health passed with ``on_trial``."""
+    router = response.json()["details"]["router"]
+    if response.status_code != 200 or router["deployments_on_trial"] != on_trial:
+        return None
+
+    return dict(router)
 
 
 # -- start-up --------------------------------------------------------------------

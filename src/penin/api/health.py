@@ -83,22 +83,30 @@ class HealthChecks:
     def router(self) -> tuple[bool, dict[str, Any]]:
         """Every logical model has a deployment whose circuit is not open.
 
-        A node with no models configured has nothing to route, passes, and
-        says so with ``models: 0``. The check reads breaker states only; it
-        sends nothing upstream (``penin providers check`` does that).
+        A half-open deployment (its breaker's timer ran out; the next call
+        is its one trial) counts as able to serve and is reported apart:
+        were it to fail the check, a balancer would pull the node and the
+        trial call that closes the breaker would never come. A node with no
+        models configured has nothing to route, passes, and says so with
+        ``models: 0``. The check reads breaker states only; it sends nothing
+        upstream (``penin providers check`` does that).
         """
         routing = self.node.router
         if routing is None:
             return True, {"models": 0}
-        available = {
-            name: [d.name for d in group.deployments if d.breaker.state != "open"]
-            for name, group in routing.groups.items()
-        }
-        stranded = sorted(name for name, names in available.items() if not names)
+        closed = on_trial = 0
+        stranded: list[str] = []
+        for name, group in sorted(routing.groups.items()):
+            states = [d.breaker.state for d in group.deployments]
+            closed += states.count("closed")
+            on_trial += states.count("half_open")
+            if "closed" not in states and "half_open" not in states:
+                stranded.append(name)
 
         return not stranded, {
-            "models": len(available),
-            "deployments_available": sum(len(v) for v in available.values()),
+            "models": len(routing.groups),
+            "deployments_available": closed,
+            "deployments_on_trial": on_trial,
             "models_without_deployment": stranded,
         }
 
