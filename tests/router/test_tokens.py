@@ -11,7 +11,6 @@ from penin.router.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_NAME,
     TOKENS_PER_REPLY,
-    count_completion,
     count_prompt,
     count_text,
 )
@@ -127,23 +126,6 @@ def test_tool_definitions_and_tool_call_arguments_are_counted() -> None:
         + count_text("get_weather")
         + count_text('{"city":"Lisbon"}')
     )
-
-
-def test_a_completion_body_counts_its_content_and_tool_arguments() -> None:
-    body = {
-        "choices": [
-            {
-                "message": {
-                    "role": "assistant",
-                    "content": "Hello world",
-                    "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}],
-                }
-            }
-        ]
-    }
-
-    assert count_completion(body) == 2 + count_text("f") + count_text("{}")
-    assert count_completion("Hello world") == 2
 
 
 def test_threads_that_count_first_at_once_load_one_tokenizer_and_agree(

@@ -66,19 +66,6 @@ def count_prompt(
     return total
 
 
-def count_completion(answer: str | Mapping[str, Any]) -> int:
-    """Tokens of an answer: its text, or a chat completion body's choices."""
-    if isinstance(answer, str):
-        return count_text(answer)
-    total = 0
-    for choice in answer.get("choices") or ():
-        message = choice.get("message") or {}
-        total += count_text(_content_text(message.get("content")))
-        total += _count_tool_calls(message.get("tool_calls"))
-
-    return total
-
-
 def _count_message(message: Mapping[str, Any]) -> int:
     total = count_text(str(message.get("role") or ""))
     total += count_text(_content_text(message.get("content")))
