@@ -13,6 +13,7 @@ from elected_cluster import ElectedCluster, Writers
 from etcdd import EtcdServer
 from harness import assert_problem, bearer
 from penin.keys import Scope
+from penin.ledger.ledger import WORMLedger
 
 
 @pytest.fixture
@@ -44,6 +45,28 @@ def test_the_first_member_leads_and_the_others_follow_it(trio: ElectedCluster) -
     assert problem["primary"] == "n1"
     assert refused.headers["location"] == f"{trio.url('n1')}/v1/ledger/records"
     trio.wait_until_identical("n1", "n2", "n3")
+
+
+def test_a_ledger_with_terms_beyond_etcds_revisions_still_leads_at_once_above_them(
+    trio: ElectedCluster,
+) -> None:
+    # As after etcd was replaced: its revisions count again from low.
+    old_term = 50_000
+    with WORMLedger(trio.data_dir("n1") / "ledger.db").initialize() as ledger:
+        ledger.begin_term(old_term, ("test.old_term", {}))
+
+    trio.start_all()
+    token = trio.token_of(Scope.APPEND)
+    with httpx.Client(headers=bearer(token)) as http:
+        written = http.post(
+            f"{trio.url('n1')}/v1/ledger/records",
+            json={"event_type": "test.write", "payload": {}},
+        )
+    trio.wait_until_identical("n1", "n2", "n3")
+
+    assert trio.primaries() == ["n1"]
+    assert written.status_code == 201, written.text
+    assert written.json()["term"] > old_term
 
 
 def test_killing_the_primary_elects_the_most_up_to_date_replica(

@@ -102,6 +102,44 @@ def test_the_term_rises_on_every_change_of_leader(etcd_server: EtcdServer) -> No
     assert [leader.term for leader in seen if leader] == terms
 
 
+def test_a_term_asked_above_etcds_revisions_raises_the_base_and_terms_keep_rising(
+    etcd_server: EtcdServer,
+) -> None:
+    # As on a new etcd cluster under ledgers that already hold high terms.
+    above = 1_000_000
+
+    async def scenario() -> dict[str, Any]:
+        a, b = etcd_member("a", [etcd_server.url]), etcd_member("b", [etcd_server.url])
+        first = await a.acquire(above=above)
+        assert first is not None
+        seen: dict[str, Any] = {
+            "first": first,
+            "leader": await b.leader(),
+            "published": await a.publish_sync_set(first, ["b"]),
+            "sync_set": await b.sync_set(),
+            "by_non_holder": await b.publish_sync_set(first, ["b"]),
+            "renewed": await a.acquire(),
+        }
+        await a.release()
+        seen["second"] = await b.acquire()
+        await b.release()
+        seen["third"] = await a.acquire(above=10)
+        await close_all(a, b)
+        return seen
+
+    seen = asyncio.run(scenario())
+    first, second, third = seen["first"], seen["second"], seen["third"]
+
+    assert first.term > above
+    assert seen["leader"] == Leader(name="a", url="http://a.test:8080", term=first.term)
+    assert seen["published"] is True
+    assert seen["sync_set"].term == first.term
+    assert seen["by_non_holder"] is False
+    assert seen["renewed"].term == first.term
+    # The base stays where it was raised: later terms rise by etcd's revisions.
+    assert first.term < second.term < third.term < first.term + 100
+
+
 def test_a_lapsed_lease_frees_the_key_for_another_member_in_a_higher_term(
     etcd_server: EtcdServer,
 ) -> None:
@@ -247,9 +285,9 @@ def test_the_leader_publishes_the_sync_set_and_a_deposed_leader_cannot(
 # -- etcd gone -----------------------------------------------------------------
 
 
-def _calls(member: EtcdCoordinator) -> dict[str, Callable[[], Awaitable[object]]]:
-    stale = Leadership(term=1, valid_until=time.monotonic() + 60)
-
+def _calls(
+    member: EtcdCoordinator, held: Leadership
+) -> dict[str, Callable[[], Awaitable[object]]]:
     return {
         "acquire": member.acquire,
         "leader": member.leader,
@@ -258,14 +296,17 @@ def _calls(member: EtcdCoordinator) -> dict[str, Callable[[], Awaitable[object]]
         "publish_state": lambda: member.publish_state(
             role="replica", applied_seq=1, healthy=True
         ),
-        "publish_sync_set": lambda: member.publish_sync_set(stale, ["b"]),
+        "publish_sync_set": lambda: member.publish_sync_set(held, ["b"]),
     }
 
 
-async def _errors(member: EtcdCoordinator) -> dict[str, tuple[str, float]]:
-    """Each call's error message and how long it took to come."""
+async def _errors(
+    member: EtcdCoordinator, held: Leadership
+) -> dict[str, tuple[str, float]]:
+    """Each call's error message and how long it took to come, from a member
+    that took the leader key as ``held``."""
     errors: dict[str, tuple[str, float]] = {}
-    for name, call in _calls(member).items():
+    for name, call in _calls(member, held).items():
         started = time.monotonic()
         with pytest.raises(CoordinatorError) as caught:
             await call()
@@ -279,9 +320,10 @@ def test_with_etcd_killed_every_call_fails_naming_the_endpoint_and_none_leads(
 ) -> None:
     async def scenario() -> tuple[dict[str, tuple[str, float]], str]:
         a = etcd_member("a", [etcd_server.url])
-        assert await a.acquire() is not None
+        held = await a.acquire()
+        assert held is not None
         etcd_server.kill()
-        errors = await _errors(a)
+        errors = await _errors(a, held)
         with pytest.raises(CoordinatorError) as caught:
             await a.release()
         await a.close()
@@ -302,10 +344,11 @@ def test_with_etcd_paused_calls_give_up_within_the_timeout(
 ) -> None:
     async def scenario() -> dict[str, tuple[str, float]]:
         a = etcd_member("a", [etcd_server.url])
-        await a.leader()
+        held = await a.acquire()
+        assert held is not None
         etcd_server.pause()
         try:
-            return await _errors(a)
+            return await _errors(a, held)
         finally:
             etcd_server.resume()
             await a.close()

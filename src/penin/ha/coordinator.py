@@ -128,8 +128,9 @@ class Coordinator(abc.ABC):
         self.cluster = cluster
 
     @abc.abstractmethod
-    async def acquire(self) -> Leadership | None:
-        """Take the leader key if it is free, or renew it if this node holds it.
+    async def acquire(self, above: int = 0) -> Leadership | None:
+        """Take the leader key if it is free, in a term above ``above``, or
+        renew it if this node holds it.
 
         None when another member holds it, or when this node's hold has just
         been lost (its lease lapsed or the key changed); the next call may try

@@ -27,9 +27,9 @@ of the last published sync set are candidates, since only they hold every
 acknowledged record; an empty published set (``sync_fallback: async`` with
 no replica) makes every replica a candidate. The new primary stops its
 follower (what it received is applied before anything else), takes the
-key, and refuses to lead if etcd's term is not above every term in its
-ledger (see below); else it writes ``ha.term_started`` in the new term and
-accepts writes.
+key in a term above every term in its ledger (even after etcd was replaced
+and counts its revisions again from low: ``penin.ha.etcd`` raises its term
+base then), writes ``ha.term_started`` in the new term and accepts writes.
 
 **Switchover.** ``switch_over(to)`` pauses writes (the fence refuses them;
 clients get 503 and retry), waits until ``to`` confirmed the last record,
@@ -41,13 +41,6 @@ never had (a former primary's unacknowledged writes) moves its ledger aside
 as a quarantined copy and rebuilds from the primary (``penin.ha.quarantine``);
 once it follows, it has the primary record each quarantine as
 ``ha.quarantined``.
-
-Missing: terms are etcd's create revisions, which start again from a low
-number on a new etcd cluster or one restored from an old snapshot. A member
-then refuses to lead, logs ``cluster.term_behind`` and says so in
-``/v1/cluster``; the revisions its attempts create raise the counter until
-it passes the ledger's term, so leadership resumes, slowly. Carrying an
-offset in etcd would make it immediate.
 """
 
 from __future__ import annotations
@@ -320,14 +313,15 @@ class ElectedMember(ClusterMember):
     async def _take_over(self, reason: str) -> None:
         previous = self.primary
         await self._stop_following()
-        lead = await self.coordinator.acquire()
+        last_term = await asyncio.to_thread(lambda: self.ledger.last_term)
+        lead = await self.coordinator.acquire(above=last_term)
         if lead is None:
             return  # another member was faster
-        last_term = await asyncio.to_thread(lambda: self.ledger.last_term)
         if lead.term <= last_term:
+            # Only a leader key written by hand in etcd gets here.
             self.problem = {
                 "reason": f"etcd gave term {lead.term}, but this ledger already "
-                f"holds term {last_term}: etcd's revisions were reset",
+                f"holds term {last_term}: the leader key was not written by a member",
             }
             log.error("cluster.term_behind", term=lead.term, ledger_term=last_term)
             await self.coordinator.release()

@@ -1,10 +1,11 @@
 """The etcd backend of the coordinator: a leader key under a lease, the term
-from that key's create revision.
+from that key's create revision plus a base kept in etcd.
 
 Keys, under ``/penin/<cluster name>/``:
 
-- ``leader``: ``{"name", "url"}`` of the primary, attached to its lease; it
-  vanishes when that lease lapses or is revoked.
+- ``leader``: ``{"name", "url", "base"}`` of the primary, attached to its
+  lease; it vanishes when that lease lapses or is revoked.
+- ``term_base``: the highest base a leader has taken (absent means 0).
 - ``members/<name>``: each member's ``MemberState``, under the member's own
   lease, renewed each time the member publishes.
 - ``sync``: ``{"leader", "term", "members"}``, the synchronous replicas. No
@@ -13,17 +14,18 @@ Keys, under ``/penin/<cluster name>/``:
   its lead to ``to`` in a switchover, under a lease of its own: the other
   members leave the vacant leader key to ``to`` while it lives.
 
-The term is the leader key's create revision. etcd gives every write a
-revision one higher than the last, and a key created after being deleted gets
-a new create revision; renewing the lease rewrites nothing. So the term stays
-put while one leader holds the key and rises on every change of leader.
+The term is the leader key's create revision plus the base written in it.
+etcd gives every write a revision one higher than the last, and a key created
+after being deleted gets a new create revision; renewing the lease rewrites
+nothing. So the term stays put while one leader holds the key and rises on
+every change of leader, as long as bases never fall: a candidate takes the
+stored ``term_base`` or a higher one, in the same transaction that creates
+the leader key and only if ``term_base`` is unchanged since it read it.
 
-Missing: terms rise only as long as etcd's revision counter does. A new etcd
-cluster, or one restored from an older snapshot, counts again from below terms
-that ledgers already hold, and nothing here notices. Failing closed needs the
-replication layer to refuse to lead in a term not above the highest in its
-ledger; carrying on needs an offset kept in etcd (the highest term seen) that
-is added to every create revision.
+The base stays 0 until etcd's counter falls behind the terms a ledger holds:
+a new etcd cluster, or one restored from an older snapshot. A candidate asked
+for a term above its ledger's newest (``acquire(above=...)``) then raises the
+base so that its term is above, and every later term is above that one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pydantic
 import structlog
@@ -81,86 +84,145 @@ class EtcdCoordinator(Coordinator):
         self.member_key = self.members_prefix + node.name.encode()
         self.sync_key = f"{prefix}sync".encode()
         self.handoff_key = f"{prefix}handoff".encode()
-        # (lease id, term) while this node holds the leader key.
-        self._held: tuple[int, int] | None = None
+        self.base_key = f"{prefix}term_base".encode()
+        # While this node holds the leader key: the key's lease, its create
+        # revision (what fencing compares) and the term.
+        self._held: _Hold | None = None
         self._member_lease: int | None = None
 
     # -- leadership -------------------------------------------------------------
 
-    async def acquire(self) -> Leadership | None:
+    async def acquire(self, above: int = 0) -> Leadership | None:
         if self._held is not None:
-            return await self._renew(*self._held)
+            return await self._renew(self._held)
 
-        return await self._take()
+        return await self._take(above)
 
-    async def _take(self) -> Leadership | None:
+    async def _take(self, above: int) -> Leadership | None:
         operation = "take the leader key"
-        if await self.gateway.get(operation, self.leader_key) is not None:
+        vacancy = await self._vacancy(operation)
+        if vacancy is None:
             return None
+        revision, base = vacancy
+        # The key will be created at a revision above ``revision``, so this
+        # base puts the term above ``above`` without ever lowering the base.
+        new_base = max(base.value, above - revision)
 
         sent = time.monotonic()
         lease, ttl = await self.gateway.grant(operation, self.cluster.lease_ttl_s)
         try:
-            term = await self._create_leader_key(operation, lease)
+            hold = await self._create_leader_key(operation, lease, base, new_base)
         except CoordinatorError:
             # Whether the key was written is unknown; unrenewed, it lapses.
             await self._revoke_quietly(lease)
             raise
-        if term is None:
+        if hold is None:
             await self._revoke_quietly(lease)
             return None
 
-        self._held = (lease, term)
-        log.info("coordinator.leadership_acquired", term=term, lease_ttl_s=ttl)
+        self._held = hold
+        if new_base != base.value:
+            log.warning(
+                "coordinator.term_base_raised", base=new_base, previous=base.value,
+                revision=revision, above=above,
+            )  # fmt: skip
+        log.info("coordinator.leadership_acquired", term=hold.term, lease_ttl_s=ttl)
 
-        return Leadership(term=term, valid_until=sent + ttl)
+        return Leadership(term=hold.term, valid_until=sent + ttl)
 
-    async def _create_leader_key(self, operation: str, lease: int) -> int | None:
-        """The term if the key was free and is now ours; None if another holds it."""
-        value = json.dumps({"name": self.node.name, "url": self.node.advertise_url})
+    async def _vacancy(self, operation: str) -> tuple[int, _Base] | None:
+        """etcd's revision and the stored base, read together, when no member
+        holds the leader key; None when one does."""
+        answer = await self.gateway.txn(
+            operation,
+            {
+                "success": [
+                    {"request_range": {"key": b64(self.leader_key)}},
+                    {"request_range": {"key": b64(self.base_key)}},
+                ]
+            },
+        )
+        with self.gateway.reading(operation):
+            revision = int(answer["header"]["revision"])
+            leader, base = (
+                key_values(response.get("response_range", {}))
+                for response in answer["responses"]
+            )
+        if leader:
+            return None
+        if not base:
+            return revision, _Base(0, 0)
+        try:
+            return revision, _Base(int(base[0].value), base[0].mod_revision)
+        except ValueError:
+            raise CoordinatorError(
+                operation,
+                self.gateway.endpoints,
+                f"{self.base_key.decode()} holds {base[0].value[:100]!r}, "
+                "not a whole number",
+            ) from None
+
+    async def _create_leader_key(
+        self, operation: str, lease: int, base: _Base, new_base: int
+    ) -> _Hold | None:
+        """The hold if the key was free and is now ours, with ``new_base`` and
+        the base still as read; None if another holds it or the base moved."""
+        value = json.dumps(
+            {"name": self.node.name, "url": self.node.advertise_url, "base": new_base}
+        )
         key = b64(self.leader_key)
+        success = [
+            {"request_put": {"key": key, "value": b64(value.encode()),
+                             "lease": str(lease)}}
+        ]  # fmt: skip
+        if new_base != base.value:
+            success.append(
+                {"request_put": {"key": b64(self.base_key),
+                                 "value": b64(str(new_base).encode())}}
+            )  # fmt: skip
         answer = await self.gateway.txn(
             operation,
             {
                 "compare": [
                     {"key": key, "target": "CREATE", "result": "EQUAL",
-                     "create_revision": "0"}
+                     "create_revision": "0"},
+                    {"key": b64(self.base_key), "target": "MOD", "result": "EQUAL",
+                     "mod_revision": str(base.mod_revision)},
                 ],
-                "success": [
-                    {"request_put": {"key": key, "value": b64(value.encode()),
-                                     "lease": str(lease)}}
-                ],
+                "success": success,
                 "failure": [{"request_range": {"key": key}}],
             },
         )  # fmt: skip
         with self.gateway.reading(operation):
             if answer.get("succeeded"):
                 # The key was created by this transaction, at its revision.
-                return int(answer["header"]["revision"])
+                revision = int(answer["header"]["revision"])
+                return _Hold(lease, revision, revision + new_base)
             holder = _range_answer(answer)
         # A retry on another endpoint of a transaction that did commit finds
         # the key already under this node's lease: it is ours all the same.
         if holder is not None and holder.lease == lease:
-            return holder.create_revision
+            created = holder.create_revision
+            return _Hold(lease, created, created + new_base)
 
         return None
 
-    async def _renew(self, lease: int, term: int) -> Leadership | None:
+    async def _renew(self, hold: _Hold) -> Leadership | None:
         operation = "renew the leader lease"
         sent = time.monotonic()
-        ttl = await self.gateway.keepalive(operation, lease)
+        ttl = await self.gateway.keepalive(operation, hold.lease)
         if ttl <= 0:
-            self._lost(term, "the lease lapsed before it was renewed")
+            self._lost(hold.term, "the lease lapsed before it was renewed")
             return None
         holder = await self.gateway.get(operation, self.leader_key)
-        if holder is None or holder.create_revision != term:
-            await self._revoke_quietly(lease)
-            self._lost(term, "the leader key was deleted or replaced")
+        if holder is None or holder.create_revision != hold.revision:
+            await self._revoke_quietly(hold.lease)
+            self._lost(hold.term, "the leader key was deleted or replaced")
             return None
 
-        log.debug("coordinator.leadership_renewed", term=term)
+        log.debug("coordinator.leadership_renewed", term=hold.term)
 
-        return Leadership(term=term, valid_until=sent + ttl)
+        return Leadership(term=hold.term, valid_until=sent + ttl)
 
     def _lost(self, term: int, reason: str) -> None:
         self._held = None
@@ -169,11 +231,11 @@ class EtcdCoordinator(Coordinator):
     async def release(self) -> None:
         if self._held is None:
             return
-        lease, term = self._held
+        hold = self._held
         # Whatever etcd answers, this node stops counting itself the leader.
         self._held = None
-        await self.gateway.revoke("release the leader key", lease)
-        log.info("coordinator.leadership_released", term=term)
+        await self.gateway.revoke("release the leader key", hold.lease)
+        log.info("coordinator.leadership_released", term=hold.term)
 
     async def leader(self) -> Leader | None:
         operation = "read the leader key"
@@ -185,9 +247,9 @@ class EtcdCoordinator(Coordinator):
             return Leader(
                 name=str(value["name"]),
                 url=str(value["url"]),
-                term=found.create_revision,
+                term=found.create_revision + int(value.get("base", 0)),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CoordinatorError(
                 operation,
                 self.gateway.endpoints,
@@ -251,6 +313,9 @@ class EtcdCoordinator(Coordinator):
         self, leadership: Leadership, members: Iterable[str]
     ) -> bool:
         names = sorted(set(members))
+        revision = self._revision_of(leadership)
+        if revision is None:
+            return False
         value = json.dumps(
             {"leader": self.node.name, "term": leadership.term, "members": names}
         )
@@ -260,7 +325,7 @@ class EtcdCoordinator(Coordinator):
             {
                 "compare": [
                     {"key": b64(self.leader_key), "target": "CREATE",
-                     "result": "EQUAL", "create_revision": str(leadership.term)}
+                     "result": "EQUAL", "create_revision": str(revision)}
                 ],
                 "success": [
                     {"request_put": {"key": b64(self.sync_key),
@@ -302,6 +367,9 @@ class EtcdCoordinator(Coordinator):
         one lease TTL; False, and nothing written, when this node no longer
         leads in that term."""
         operation = "hand the lead off"
+        revision = self._revision_of(leadership)
+        if revision is None:
+            return False
         lease, _ = await self.gateway.grant(operation, self.cluster.lease_ttl_s)
         value = json.dumps({"from": self.node.name, "to": to, "term": leadership.term})
         answer = await self.gateway.txn(
@@ -309,7 +377,7 @@ class EtcdCoordinator(Coordinator):
             {
                 "compare": [
                     {"key": b64(self.leader_key), "target": "CREATE",
-                     "result": "EQUAL", "create_revision": str(leadership.term)}
+                     "result": "EQUAL", "create_revision": str(revision)}
                 ],
                 "success": [
                     {"request_put": {"key": b64(self.handoff_key),
@@ -335,6 +403,15 @@ class EtcdCoordinator(Coordinator):
             log.warning("coordinator.handoff_unreadable", value=found.value[:100])
             return None
 
+    def _revision_of(self, leadership: Leadership) -> int | None:
+        """The leader key's create revision in ``leadership``'s term, if this
+        node still holds the key in that term."""
+        hold = self._held
+        if hold is None or hold.term != leadership.term:
+            return None
+
+        return hold.revision
+
     # -- the end ----------------------------------------------------------------
 
     async def close(self) -> None:
@@ -351,6 +428,22 @@ class EtcdCoordinator(Coordinator):
             await self.gateway.revoke("revoke a lease", lease)
         except CoordinatorError as exc:
             log.warning("coordinator.revoke_failed", lease=lease, error=str(exc))
+
+
+@dataclass(frozen=True)
+class _Hold:
+    lease: int
+    revision: int
+    term: int
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The stored ``term_base``: its value, and its mod revision (0 when absent,
+    which is what a transaction compares an absent key's revision to)."""
+
+    value: int
+    mod_revision: int
 
 
 def _range_answer(answer: Json) -> KeyValue | None:

@@ -49,7 +49,8 @@ class StaticCoordinator(Coordinator):
     def is_primary(self) -> bool:
         return self.node.name == self.primary
 
-    async def acquire(self) -> Leadership | None:
+    async def acquire(self, above: int = 0) -> Leadership | None:
+        # ``above`` cannot be honoured: the term is fixed (see above).
         if not self.is_primary:
             return None
 
