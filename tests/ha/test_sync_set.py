@@ -98,3 +98,46 @@ def test_a_degraded_set_acknowledges_without_replicas() -> None:
         await asyncio.wait_for(sync.wait(3), 1)
 
     asyncio.run(scenario())
+
+
+def test_writes_are_released_in_seq_order_only_by_the_required_replicas() -> None:
+    async def scenario() -> list[int]:
+        sync = SyncReplicas(1, fallback_async=False, timeout_s=5)
+        sync.published_as({"n2"})
+        released: list[int] = []
+
+        async def write(seq: int) -> None:
+            await sync.wait(seq)
+            released.append(seq)
+
+        writes = [asyncio.ensure_future(write(seq)) for seq in (9, 3, 6, 4)]
+        await asyncio.sleep(0)
+        sync.confirm("n3", 100)  # not in the set: releases nothing
+        await asyncio.sleep(0)
+        assert released == []
+        sync.confirm("n2", 5)
+        await asyncio.sleep(0)
+        assert sorted(released) == [3, 4]
+        sync.confirm("n2", 9)
+        await asyncio.wait_for(asyncio.gather(*writes), 1)
+        return released
+
+    released = asyncio.run(scenario())
+
+    assert sorted(released[2:]) == [6, 9]
+
+
+def test_writes_that_timed_out_do_not_pile_up_while_the_replicas_are_gone() -> None:
+    async def scenario() -> int:
+        sync = SyncReplicas(1, fallback_async=False, timeout_s=0.01)
+        sync.published_as({"n2"})
+        for round_ in range(5):
+            outcomes = await asyncio.gather(
+                *(sync.wait(round_ * 100 + i) for i in range(100)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(o, SyncReplicationError) for o in outcomes)
+        # 500 writes gave up; what the primary still keeps for them is swept.
+        return len(sync._waiters)
+
+    assert asyncio.run(scenario()) <= 100

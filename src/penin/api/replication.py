@@ -166,7 +166,7 @@ async def records(
             "records this primary never wrote, and must not follow it as it is",
         )
     member.confirm(replica, after_seq)
-    if wait_s > 0:
+    if wait_s > 0 and not feed.has_news(after_seq, checkpoint_size):
         await _wait_unless_gone(
             request, feed.wait_beyond(after_seq, checkpoint_size, wait_s)
         )

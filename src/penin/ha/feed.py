@@ -143,15 +143,20 @@ class CommitFeed:
 
         return self._checkpoint
 
+    def has_news(self, seq: int, checkpoint_size: int) -> bool:
+        """Whether the log is known to hold a record after ``seq`` or a
+        checkpoint newer than ``checkpoint_size`` (or the feed is closed)."""
+        head = self.head
+
+        return (
+            self.closed or head.size - 1 > seq or head.checkpoint_size > checkpoint_size
+        )
+
     async def wait_beyond(self, seq: int, checkpoint_size: int, timeout: float) -> None:
         """Return once the log holds a record after ``seq`` or a checkpoint
         newer than ``checkpoint_size``, or when ``timeout`` is up."""
         deadline = self._loop.time() + timeout
-        while (
-            not self.closed
-            and self.head.size - 1 <= seq
-            and self.head.checkpoint_size <= checkpoint_size
-        ):
+        while not self.has_news(seq, checkpoint_size):
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return

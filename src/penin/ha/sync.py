@@ -26,6 +26,8 @@ writes wait only for the members the set still has.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Iterable, Mapping
 
@@ -51,7 +53,12 @@ class SyncReplicas:
         self.joining: dict[str, int] = {}
         self.degraded = False
         self._confirmed: dict[str, tuple[int, float]] = {}
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Waiting writes, a heap by seq. One that timed out or was cancelled
+        # is *abandoned*: skipped when the front reaches it, and swept out
+        # once they are half the heap (replicas gone for long, writes retried).
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._abandoned = 0
 
     @property
     def required(self) -> frozenset[str]:
@@ -154,43 +161,54 @@ class SyncReplicas:
     async def wait(self, seq: int) -> None:
         """Return once every required replica holds ``seq``; SyncReplicationError
         after ``timeout_s``."""
-        if self._holds(seq):
+        if seq <= self._held_by_all():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((seq, future))
+        heapq.heappush(self._waiters, (seq, next(self._order), future))
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await future
         except TimeoutError:
             raise SyncReplicationError(
                 seq, self.count, sorted(self.required), self.timeout_s
             ) from None
         finally:
-            if not future.done():
-                future.cancel()
-            self._waiters = [(s, f) for s, f in self._waiters if f is not future]
+            if future.cancelled():
+                self._abandon()
 
-    def _holds(self, seq: int) -> bool:
-        """Whether a write up to ``seq`` may be acknowledged: a full set (or a
-        short one, when degraded) and every required replica holding it."""
+    def _abandon(self) -> None:
+        self._abandoned += 1
+        if self._abandoned > len(self._waiters) // 2:
+            self._waiters = [w for w in self._waiters if not w[2].done()]
+            heapq.heapify(self._waiters)
+            self._abandoned = 0
+
+    def _held_by_all(self) -> int:
+        """The highest seq a write may be acknowledged up to: what every
+        required replica holds, given a full set (or a short one, when
+        degraded); -1 when none may be."""
         if len(self.published) < self.count and not self.degraded:
-            return False
+            return -1
+        positions = [self.confirmed(name) for name in self.required]
+        if not positions:
+            return 2**63  # degraded to no replica: nothing to wait for
 
-        return all(self.confirmed(name) >= seq for name in self.required)
+        return min(positions)
 
     def _release(self) -> None:
-        kept = []
-        for seq, future in self._waiters:
+        held = self._held_by_all()
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= held:
+            future = heapq.heappop(waiters)[2]
             if future.done():
-                continue
-            if self._holds(seq):
-                future.set_result(None)
+                self._abandoned = max(0, self._abandoned - 1)
             else:
-                kept.append((seq, future))
-        self._waiters = kept
+                future.set_result(None)
 
     def release_all(self, error: BaseException) -> None:
         """Fail every waiting write (this node stopped leading)."""
-        for _, future in self._waiters:
+        for _, _, future in self._waiters:
             if not future.done():
                 future.set_exception(error)
         self._waiters = []
+        self._abandoned = 0
