@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import sqlite3
@@ -109,6 +110,8 @@ FIGURES = (
         lambda v: v >= 0.5,
     ),
     tables.Figure("async_ratio", "async trio appends / single-node appends", "%"),
+    tables.Figure("single_cpu_us", "CPU per append, single node", "us"),
+    tables.Figure("sync_cpu_us", "CPU per append, sync trio primary", "us"),
     tables.Figure(
         "lag_p99_ms_sync",
         "replication lag p99 under load, sync trio and pair",
@@ -290,12 +293,15 @@ def throughput(
         "sync_pair": Cluster(work / "pair", etcd.url, "sync", members=2).start_all(),
     }
     rates: dict[str, list[float]] = {name: [] for name in ("single", *trios)}
+    # CPU seconds of the process that takes the appends, per append.
+    cpu: dict[str, list[float]] = {name: [] for name in ("single", *trios)}
     lag: dict[str, list[float]] = {"sync": [], "async": []}
     try:
         for round_ in range(args.rounds):
             for target in ("single", *trios):
                 acked = work / f"acked-{target}-{round_}"
                 if target == "single":
+                    before = _cpu_s(single.process.pid)
                     run = run_wrk(
                         single.url + APPEND_PATH,
                         scripts["POST"],
@@ -304,9 +310,12 @@ def throughput(
                         f"s{round_}",
                         acked_file=acked,
                     )
+                    used = _cpu_s(single.process.pid) - before
                 else:
                     trio = trios[target]
-                    primary = trio.url(trio.wait_primary())
+                    name = trio.wait_primary()
+                    primary, pid = trio.url(name), trio.servers[name].process.pid
+                    before = _cpu_s(pid)
                     with LagSampler(primary, trio.read_token) as sampler:
                         run = run_wrk(
                             primary + APPEND_PATH,
@@ -316,8 +325,10 @@ def throughput(
                             f"{target}{round_}",
                             acked_file=acked,
                         )
+                    used = _cpu_s(pid) - before
                     lag["async" if target == "async" else "sync"] += sampler.samples
                 rates[target].append(run.requests / run.seconds)
+                cpu[target].append(used / run.requests)
                 print(
                     f"  round {round_ + 1} {target}: {rates[target][-1]:,.0f}/s "
                     f"({run.failed} failed)"
@@ -336,11 +347,20 @@ def throughput(
         "sync_ratio": medians["sync"] / medians["single"],
         "sync_pair_ratio": medians["sync_pair"] / medians["single"],
         "async_ratio": medians["async"] / medians["single"],
+        "single_cpu_us": statistics.median(cpu["single"]) * 1e6,
+        "sync_cpu_us": statistics.median(cpu["sync"]) * 1e6,
         "lag_p99_ms_sync": percentile(lag["sync"], 0.99) * 1000,
         "lag_p99_ms_async": percentile(lag["async"], 0.99) * 1000,
         "lag_samples": {mode: len(samples) for mode, samples in lag.items()},
         "rates": rates,
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- failover trials ------------------------------------------------------------

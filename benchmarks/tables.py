@@ -12,7 +12,7 @@ class Figure:
 
     key: str
     label: str
-    unit: str  # "/s", "%", "ms", "s", "MB/s", "n" (a count) or "bool"
+    unit: str  # "/s", "%", "ms", "us", "s", "MB/s", "n" (a count) or "bool"
     target: str = "—"
     met: Callable[[float], bool] | None = None
 
@@ -22,6 +22,8 @@ def show(value: float, unit: str) -> str:
         return f"{value * 100:,.0f} %"
     if unit == "ms":
         return f"{value:.3f} ms" if value < 1 else f"{value:.1f} ms"
+    if unit == "us":
+        return f"{value:,.0f} µs"
     if unit == "s":
         return f"{value:.2f} s"
     if unit == "MB/s":

@@ -18,6 +18,8 @@ FIGURES = (
     "sync_pair_rps",
     "sync_ratio",
     "sync_pair_ratio",
+    "single_cpu_us",
+    "sync_cpu_us",
     "lag_p99_ms_sync",
     "lag_p99_ms_async",
 )
@@ -39,6 +41,8 @@ def test_a_smoke_run_fails_over_loses_nothing_and_reports_every_figure(
     result = json.loads((tmp_path / "failover.json").read_text())
     assert all(isinstance(result[name], int | float) for name in FIGURES)
     assert result["lost_sync"] == 0
+    assert result["single_cpu_us"] > 0
+    assert result["sync_cpu_us"] > 0
     assert result["acknowledged_checked"] > 0
     assert len(result["failover_times_s"]) == 1
     assert (tmp_path / "failover.md").read_text().startswith("| figure |")
