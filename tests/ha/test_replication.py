@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from static_cluster import StaticCluster
 
-from harness import bearer, penin, wait_for
+from harness import assert_problem, bearer, penin, wait_for
 from penin.keys import Scope
 from penin.ledger.verify import verify_file
 
@@ -249,3 +249,30 @@ def test_the_replication_stream_answers_only_members_of_the_cluster(
     assert isinstance(batch["records"][0]["payload_json"], str)
     assert replica.status_code == 503
     assert replica.headers["location"] == pair.url("n1") + records
+
+
+def test_a_bad_records_query_gets_a_problem_naming_the_parameter(
+    running_pair: StaticCluster,
+) -> None:
+    queries = {
+        "after_seq=-2&replica=n2": "query.after_seq",
+        "after_seq=x&replica=n2": "query.after_seq",
+        "after_seq=0": "query.replica",
+        "after_seq=0&replica=Not_A_Name": "query.replica",
+        "after_seq=0&replica=n2&wait_s=60": "query.wait_s",
+    }
+    with httpx.Client(
+        base_url=running_pair.url("n1"), headers=bearer(running_pair.token)
+    ) as http:
+        answers = {
+            field: http.get(f"/v1/replication/records?{query}")
+            for query, field in queries.items()
+        }
+        good = http.get("/v1/replication/records?after_seq=-1&replica=n2")
+
+    for field, answer in answers.items():
+        problem = assert_problem(answer, 422, "validation")
+        assert problem["fields"] == [field], problem
+        assert problem["detail"].startswith(f"{field}: "), problem
+    assert good.status_code == 200
+    assert json.loads(good.content)["records"][0]["seq"] == 0

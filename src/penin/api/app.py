@@ -23,8 +23,10 @@ from penin.api.ledger import router as ledger_router
 from penin.api.middleware import WARM_UP, NodeMiddleware
 from penin.api.node import Node
 from penin.api.policy import router as policy_router
+from penin.api.replication import RecordsEndpoint
 from penin.api.replication import router as replication_router
 from penin.config import Settings
+from penin.ha.peer import RECORDS_PATH
 
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
 
@@ -68,11 +70,15 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cluster is not None:
         # Members only: a single node serves no replication stream.
         app.include_router(replication_router)
+        app.router.routes.insert(
+            0, _PlainRoute(RECORDS_PATH, RecordsEndpoint(), methods=["GET"])
+        )
     # Appending is the node's hot path. A bare ASGI endpoint on a route placed
     # first serves it without FastAPI's dependency solving, nested router
     # matching and request/response objects (together nearly half its CPU);
     # the FastAPI route of the same path and method stays behind it, never
-    # reached, to describe it in the API.
+    # reached, to describe it in the API. A primary's replication stream is
+    # served the same way, just above.
     app.router.routes.insert(
         0, _PlainRoute("/v1/ledger/records", AppendEndpoint(), methods=["POST"])
     )

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from penin.api.problems import Problem
 from penin.ha.member import ClusterMember
@@ -129,34 +131,64 @@ async def quarantined(report: QuarantineReport, request: Request) -> Response:
     return Response(record.to_json(), status_code=201, media_type="application/json")
 
 
+class RecordsQuery(BaseModel):
+    """The query of ``GET /v1/replication/records``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    after_seq: int = Field(
+        ge=-1, le=MAX_SQLITE_INT, description="The replica's last seq; -1: none"
+    )
+    replica: str = Field(
+        pattern=_MEMBER_NAME, description="The asking replica's node.name"
+    )
+    limit: int = Field(MAX_QUERY_LIMIT, ge=1, le=MAX_QUERY_LIMIT)
+    wait_s: float = Field(
+        0.0, ge=0, le=MAX_WAIT_S, description="How long to wait for news"
+    )
+    checkpoint_size: int = Field(
+        0, ge=0, description="Tree size of the replica's newest checkpoint"
+    )
+
+
 @router.get("/records", response_model=Batch)
 async def records(
-    request: Request,
-    after_seq: Annotated[
-        int,
-        Query(ge=-1, le=MAX_SQLITE_INT, description="The replica's last seq; -1: none"),
-    ],
-    replica: Annotated[
-        str, Query(pattern=_MEMBER_NAME, description="The asking replica's node.name")
-    ],
-    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = MAX_QUERY_LIMIT,
-    wait_s: Annotated[
-        float,
-        Query(ge=0, le=MAX_WAIT_S, description="How long to wait for news"),
-    ] = 0.0,
-    checkpoint_size: Annotated[
-        int,
-        Query(ge=0, description="Tree size of the replica's newest checkpoint"),
-    ] = 0,
+    request: Request, query: Annotated[RecordsQuery, Query()]
 ) -> Response:
     """The records after ``after_seq`` as stored, the tree size, the term and the
     newest signed checkpoint. When there is neither a record after
     ``after_seq`` nor a checkpoint beyond ``checkpoint_size``, waits up to
-    ``wait_s`` for one."""
+    ``wait_s`` for one.
+
+    Described here; served first by ``RecordsEndpoint``, the same handler
+    without FastAPI's routing and parameter resolution.
+    """
+    return await _records(request, query)
+
+
+class RecordsEndpoint:
+    """``GET /v1/replication/records`` as a bare ASGI app, which the app puts
+    before its routes: every replica calls it once per batch, and under sync
+    replication each call stands between the primary's writes and their
+    acknowledgement. Bad queries get the same 422 problem documents."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            query = RecordsQuery.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]
+            raise RequestValidationError(errors) from None
+        response = await _records(request, query)
+        await response(scope, receive, send)
+
+
+async def _records(request: Request, query: RecordsQuery) -> Response:
     member = _primary(request)
     feed = member.feed
     assert feed is not None
     ledger = member.ledger
+    after_seq, replica = query.after_seq, query.replica
     if after_seq >= feed.head.size and after_seq >= await feed.size():
         raise Problem(
             409,
@@ -166,13 +198,13 @@ async def records(
             "records this primary never wrote, and must not follow it as it is",
         )
     member.confirm(replica, after_seq)
-    if wait_s > 0 and not feed.has_news(after_seq, checkpoint_size):
+    if query.wait_s > 0 and not feed.has_news(after_seq, query.checkpoint_size):
         await _wait_unless_gone(
-            request, feed.wait_beyond(after_seq, checkpoint_size, wait_s)
+            request, feed.wait_beyond(after_seq, query.checkpoint_size, query.wait_s)
         )
         if not member.is_primary:  # it stopped leading while the replica waited
             raise NotPrimaryError(ledger.path, member.primary, member.primary_url)
-    found = await feed.records_after(after_seq, limit)
+    found = await feed.records_after(after_seq, query.limit)
     size = max(feed.head.size, found[-1].seq + 1 if found else 0)
     body = encode_batch(
         member.node.name, ledger.term, size, found, await feed.checkpoint()
