@@ -50,7 +50,8 @@ class StaticCoordinator(Coordinator):
         return self.node.name == self.primary
 
     async def acquire(self, above: int = 0) -> Leadership | None:
-        # ``above`` cannot be honoured: the term is fixed (see above).
+        # ``above`` cannot be honoured: the term is fixed (see the module
+        # docstring).
         if not self.is_primary:
             return None
 

@@ -35,6 +35,7 @@ import structlog
 
 from penin.ha.coordinator import MemberState
 from penin.ledger.errors import SyncReplicationError
+from penin.ledger.ledger import MAX_SQLITE_INT
 from penin.observability.metrics import REPLICATION_METRICS
 
 log = structlog.get_logger("penin.ha")
@@ -191,7 +192,7 @@ class SyncReplicas:
             return -1
         positions = [self.confirmed(name) for name in self.required]
         if not positions:
-            return 2**63  # degraded to no replica: nothing to wait for
+            return MAX_SQLITE_INT  # degraded to no replica: every seq is held
 
         return min(positions)
 
